@@ -1,0 +1,32 @@
+# Set-up and checks. `make install && make test` is all a new user (and CI) runs.
+PYTHON ?= python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: help install test test-full lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install:  ## torch (CPU wheel when torch is missing), then the project with all extras
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==$(TORCH_VERSION)"
+	# transformers 4.37.2 pins huggingface_hub<1.0, which constrains datasets: resolve them in one command
+	$(PYTHON) -m pip install -e ".[dev,sweep]"
+
+test:  ## fast test suite (CPU, no network), what CI runs
+	WANDB_MODE=offline $(PYTHON) -m pytest -m "not slow" -q
+
+test-full:  ## every test, slow ones included
+	WANDB_MODE=offline $(PYTHON) -m pytest -q
+
+lint:  ## ruff
+	$(PYTHON) -m ruff check .
+
+format:  ## ruff format + import sorting
+	$(PYTHON) -m ruff check --fix --select I .
+	$(PYTHON) -m ruff format .
+
+bench:  ## MEGA vs Hugging Face speed and memory (writes the table printed for BENCHMARKS.md)
+	$(PYTHON) -m experiments.bench_mega
+
+clean:  ## remove run outputs and caches (keeps data/)
+	rm -rf outputs multirun lightning_logs wandb .pytest_cache
