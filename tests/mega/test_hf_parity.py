@@ -150,3 +150,20 @@ def test_converted_config_switches():
     config = from_transformers(hf).config
     assert config.final_norm is False and config.mask_padded_states is False
     assert config.embedding_dropout is False and config.rmsnorm_discards_normalization is True
+
+
+@pytest.mark.parametrize("function", ["softmax", "laplace", "relu2"])
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_parity_causal_decoder(function: str, chunk):
+    case = dict(GRID_DEFAULT, bidirectional=False, chunking=chunk, attention_activation=function)
+    hf = hf_model(case, 3, SMALL)
+    hf.config.is_decoder = True
+    ours = from_transformers(hf).eval()
+    assert ours.config.is_decoder
+    ids, mask, _ = inputs(case, 3)
+    with torch.no_grad():
+        expected = hf(ids, attention_mask=mask, use_cache=False).last_hidden_state
+        assert (ours(ids, attention_mask=mask) - expected).abs().max().item() <= TOLERANCE
+
+
+GRID_DEFAULT = {option: values[0] for option, values in GRID.items()}
