@@ -36,7 +36,9 @@ def attention_weights(
     renormalisation.
     """
     if function == "softmax":
-        scores = torch.matmul(query, key.transpose(-1, -2)) + bias  # query already scaled by 1/√z
+        # query already scaled by 1/√z; baddbmm adds the bias inside the matmul (no extra pass over the scores)
+        scores = torch.baddbmm(bias, query.flatten(0, -3), key.flatten(0, -3).transpose(-1, -2))
+        scores = scores.view(*query.shape[:-1], key.size(-2))
         scores = scores.float()
         blocked = None
         if key_mask is not None:
@@ -64,10 +66,11 @@ def attention_weights(
     return weights
 
 
-def drop_weights(weights: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-    """Attention dropout with the mask drawn from `seed` (the backward draws the same mask again)."""
+def drop_weights(weights: torch.Tensor, p: float, seed: int, *more: torch.Tensor) -> list[torch.Tensor]:
+    """Attention dropout of `weights` (and of `more` same-shaped tensors) with the mask drawn from `seed`."""
     generator = torch.Generator(weights.device).manual_seed(seed)
-    return scaled_product(weights, keep_mask(weights.shape, p, weights.device, generator), 1.0 / kept_fraction(p))
+    keep = keep_mask(weights.shape, p, weights.device, generator)
+    return [scaled_product(t, keep, 1.0 / kept_fraction(p)) for t in (weights, *more)]
 
 
 class RecomputedAttention(torch.autograd.Function):
@@ -83,7 +86,7 @@ class RecomputedAttention(torch.autograd.Function):
         with torch.no_grad():
             weights = attention_weights(query, key, bias, key_mask, causal, function)
             if seed is not None:
-                weights = drop_weights(weights, dropout_p, seed)
+                (weights,) = drop_weights(weights, dropout_p, seed)
             out = torch.matmul(weights, value)
         ctx.save_for_backward(query, key, value, bias, key_mask, causal)
         ctx.function, ctx.dropout_p, ctx.seed = function, dropout_p, seed
@@ -98,8 +101,7 @@ class RecomputedAttention(torch.autograd.Function):
         dropped = weights.detach()
         grad_weights = torch.matmul(grad_out, value.transpose(-1, -2))
         if ctx.seed is not None:
-            dropped = drop_weights(dropped, ctx.dropout_p, ctx.seed)
-            grad_weights = drop_weights(grad_weights, ctx.dropout_p, ctx.seed)
+            dropped, grad_weights = drop_weights(dropped, ctx.dropout_p, ctx.seed, grad_weights)
         grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out) if ctx.needs_input_grad[2] else None
         wanted = [t for t in inputs if t.requires_grad]
         grads = iter(torch.autograd.grad(weights, wanted, grad_weights) if wanted else ())

@@ -11,7 +11,7 @@ from mega.attention import RecomputedAttention, attention_weights, drop_weights
 def plain(query, key, value, bias, key_mask, causal, function, p, seed):
     weights = attention_weights(query, key, bias, key_mask, causal, function)
     if p > 0:
-        weights = drop_weights(weights, p, seed)
+        (weights,) = drop_weights(weights, p, seed)
     return torch.matmul(weights, value)
 
 
