@@ -65,7 +65,7 @@ def test_results_json_and_wandb_offline(make_cfg) -> None:
     assert results["steps"] == 4 and "logger=wandb" in results["overrides"]
     assert 0 < results["params/embedding"] < results["params/total"]
     assert Path(results["best_checkpoint"]).parent == run_dir / "checkpoints"
-    assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "csv" / "metrics.csv").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "csv" / "version_0" / "metrics.csv").exists()
     # the offline W&B run is named by the run dir's id and finished after the job
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert [p.name.endswith(train.stable_id(str(run_dir))) for p in wandb_runs] == [True]
