@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mega.activations import ACTIVATIONS, laplace, relu2
+from mega.cache import LayerCache, append_keys
 from mega.config import MegaConfig
 from mega.dropout import Dropout
 from mega.ema import MultiHeadEMA
@@ -105,25 +106,35 @@ class MovingAverageGatedAttention(nn.Module):
         nn.init.zeros_(self.qk_beta)
         self.rel_pos.reset_parameters(c.initializer_range)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, L, D]; mask: [B, L] bool, True = real (None = no padding)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: LayerCache | None = None,
+                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, L, D]; mask: [B, L] bool, True = real (None = no padding).
+
+        cache: x continues a causal sequence after cache.length tokens; the EMA state and the keys/values of
+        the open chunk are read from it and updated (cache.length is advanced by the block).
+        need_weights: also return the attention weights [B, K, C, C] (with a cache: of the last chunk touched).
+        """
         residual = x
         if self.prenorm:
             x = self.norm(x)
         value = self.activation(self.v_proj(x))  # [B, L, v]  (eq. 10)
-        ema = self.dropout(self.ema(x, mask))  # [B, L, D]  (eq. 6)
+        ema = self.dropout(self.ema(x, mask, cache))  # [B, L, D]  (eq. 6)
         gate_logits, zr, hx = self.mx_proj(ema).split([self.dim, self.zdim + self.vdim, self.dim], dim=-1)
         zr = F.silu(zr)
         shared, reset = zr.split([self.zdim, self.vdim], dim=-1)  # Z (eq. 7), r (eq. 12)
         query = shared * self.qk_gamma[0] + self.qk_beta[0]  # eq. 8
         key = shared * self.qk_gamma[1] + self.qk_beta[1]  # eq. 9
-        attended = self.attend(query, key, value, mask)  # [B, L, v]  (eq. 11)
+        if cache is None:
+            attended, weights = self.attend(query, key, value, mask)  # [B, L, v]  (eq. 11)
+        else:
+            attended, weights = self.attend_cached(query, key, value, mask, cache)
         out = self.dropout(self.activation(hx + self.h_proj(attended * reset)))  # eq. 14
         out = torch.addcmul(residual, torch.sigmoid(gate_logits), out - residual)  # eq. 13, 15
-        return out if self.prenorm else self.norm(out)
+        out = out if self.prenorm else self.norm(out)
+        return (out, weights) if need_weights else out
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               mask: torch.Tensor | None) -> torch.Tensor:
+               mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Block-diagonal attention over chunks; pads to a multiple of the chunk internally and unpads."""
         batch, seq_len, _ = query.shape
         chunk_len = self.chunk_size if 0 < self.chunk_size < seq_len else seq_len
@@ -139,6 +150,33 @@ class MovingAverageGatedAttention(nn.Module):
             causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=query.device).tril()
         weights = attention_weights(chunk(query, chunk_len), chunk(key, chunk_len), self.rel_pos(chunk_len),
                                     key_mask, causal, self.function, self.scaling)
-        weights = self.attention_dropout(weights)
-        out = torch.matmul(weights, self.hidden_dropout(chunk(value, chunk_len)))  # [B, K, C, v]
-        return out.reshape(batch, -1, self.vdim)[:, :seq_len]
+        out = torch.matmul(self.attention_dropout(weights), self.hidden_dropout(chunk(value, chunk_len)))
+        return out.reshape(batch, -1, self.vdim)[:, :seq_len], weights  # [B, L, v], [B, K, C, C]
+
+    def attend_cached(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      mask: torch.Tensor | None, cache: LayerCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """New tokens at positions cache.length… attend to the cached keys of their chunk and to each other.
+
+        The new tokens are split where chunks end: each part is the last rows of its chunk's causal attention,
+        so it computes what the full forward computes. Keys are kept for the open chunk only.
+        """
+        if not self.causal:
+            raise ValueError("incremental decoding needs causal attention: set is_decoder=True")
+        outputs, done, total = [], 0, query.size(1)
+        while done < total:
+            position = cache.length + done
+            room = self.chunk_size - position % self.chunk_size if self.chunk_size > 0 else total
+            part = slice(done, done + min(room, total - done))
+            append_keys(cache, key[:, part], value[:, part], None if mask is None else mask[:, part])
+            count, context = part.stop - part.start, cache.keys.size(1)
+            keys_at = torch.arange(context, device=query.device)
+            causal = keys_at <= keys_at[context - count:, None]  # the last `count` rows of the triangle
+            weights = attention_weights(query[:, None, part], cache.keys[:, None],
+                                        self.rel_pos(context, context - count), cache.key_mask[:, None],
+                                        causal, self.function, self.scaling)  # [B, 1, count, context]
+            out = torch.matmul(self.attention_dropout(weights), self.hidden_dropout(cache.values[:, None]))
+            outputs.append(out.squeeze(1))
+            if self.chunk_size > 0 and (position + count) % self.chunk_size == 0:
+                cache.keys = cache.values = cache.key_mask = None  # the chunk is complete
+            done = part.stop
+        return torch.cat(outputs, dim=1), weights
