@@ -12,7 +12,7 @@ from mega.config import MegaConfig
 from mega.dropout import Dropout
 from mega.ema import MultiHeadEMA
 from mega.norms import build_norm
-from mega.positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+from mega.positional import build_relative_bias
 
 ELEMENT_FUNCTIONS = {"laplace": laplace, "relu2": relu2}
 
@@ -88,10 +88,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.h_proj = nn.Linear(vdim, dim)
         self.qk_gamma = nn.Parameter(torch.empty(2, zdim))
         self.qk_beta = nn.Parameter(torch.empty(2, zdim))
-        if config.relative_positional_bias == "simple":
-            self.rel_pos = SimpleRelativePositionalBias(config.attention_span)
-        else:
-            self.rel_pos = RotaryRelativePositionalBias(zdim)
+        self.rel_pos = build_relative_bias(config, config.attention_span)
         self.dropout = Dropout(config.dropout_prob, config.use_feature_dropout)
         self.hidden_dropout = Dropout(config.hidden_dropout_prob, config.use_feature_dropout)
         self.attention_dropout = Dropout(config.attention_probs_dropout_prob)

@@ -12,7 +12,7 @@ from mega.cache import LayerCache
 from mega.config import MegaConfig
 from mega.dropout import Dropout
 from mega.norms import build_norm
-from mega.positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+from mega.positional import build_relative_bias
 
 
 class GatedCrossAttention(nn.Module):
@@ -37,10 +37,7 @@ class GatedCrossAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.q_proj = nn.Linear(dim, 2 * dim + zdim)
         self.h_proj = nn.Linear(dim, dim)
-        if config.relative_positional_bias == "simple":
-            self.rel_pos = SimpleRelativePositionalBias(config.max_positions)
-        else:
-            self.rel_pos = RotaryRelativePositionalBias(zdim)
+        self.rel_pos = build_relative_bias(config, config.max_positions)
         self.dropout = Dropout(config.dropout_prob, config.use_feature_dropout)
         self.hidden_dropout = Dropout(config.hidden_dropout_prob, config.use_feature_dropout)
         self.attention_dropout = Dropout(config.attention_probs_dropout_prob)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from mega.config import MegaConfig
+
 
 class SimpleRelativePositionalBias(nn.Module):
     """bias[i, j] = w[P − 1 + j − i] from a learned vector w of 2P − 1 entries (P = max positions or chunk)."""
@@ -56,3 +58,10 @@ class RotaryRelativePositionalBias(nn.Module):
         sin, cos = angles.sin().to(self.alpha), angles.cos().to(self.alpha)
         queries = self.rotate(self.alpha, sin[first_query:], cos[first_query:])
         return queries @ self.rotate(self.beta, sin, cos).t()
+
+
+def build_relative_bias(config: MegaConfig, span: int) -> nn.Module:
+    """config.relative_positional_bias: 'simple' over `span` positions, or 'rotary' (any length)."""
+    if config.relative_positional_bias == "simple":
+        return SimpleRelativePositionalBias(span)
+    return RotaryRelativePositionalBias(config.shared_representation_size)

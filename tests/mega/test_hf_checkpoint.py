@@ -7,10 +7,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from hf_lm_models import SMALL, decoder_options, hf_model  # noqa: E402
+
 import mega  # noqa: E402
 from mega.hf import load_pretrained  # noqa: E402
-
-from .test_lm_hf import SMALL, decoder_options, hf_model  # noqa: E402
 
 
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
@@ -59,7 +59,7 @@ def test_checkpoint_with_missing_and_unexpected_keys_lists_them(tmp_path):
     with pytest.raises(ValueError) as error:
         load_pretrained(tmp_path)
     message = str(error.value)
-    assert "mega.layers.1.nffn.fc1.weight" in message and "mega.layers.1.surprise" in message
+    assert "encoder.layers.1.ffn.fc1.weight" in message and "mega.layers.1.surprise" in message
     assert "model.safetensors" in message
 
 
