@@ -79,3 +79,17 @@ def test_folder_without_weights_or_config_fails_clearly(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"this is not a safetensors file")
     with pytest.raises(ValueError, match="model.safetensors"):
         load_pretrained(tmp_path)
+
+
+def test_lm_encoder_initialises_a_classifier(tmp_path):
+    import dataclasses
+
+    reference = hf_model("MegaForMaskedLM", relative_positional_bias="simple")
+    reference.save_pretrained(tmp_path)
+    lm = load_pretrained(tmp_path)
+    config = dataclasses.replace(lm.config, num_labels=3, tie_word_embeddings=False)
+    classifier = mega.MegaForSequenceClassification(config=config).eval()
+    classifier.encoder.load_state_dict(lm.encoder.state_dict())
+    ids = torch.randint(3, SMALL["vocab_size"], (2, 8))
+    assert (classifier.encoder(ids) - reference.mega(ids).last_hidden_state).abs().max() <= 1e-5
+    assert classifier(ids).shape == (2, 3)
