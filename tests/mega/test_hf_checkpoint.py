@@ -38,6 +38,14 @@ def test_checkpoint_folder_loads_and_matches(tmp_path, safe, cls_name, options, 
     assert (ours(ids, **kwargs).logits - expected).abs().max() <= 1e-5
 
 
+def test_sharded_checkpoint_folder_loads(tmp_path):
+    reference = hf_model("MegaForCausalLM", **decoder_options(relative_positional_bias="simple"))
+    reference.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    ids = torch.randint(3, SMALL["vocab_size"], (2, 8))
+    assert (load_pretrained(tmp_path)(ids).logits - reference(ids).logits).abs().max() <= 1e-5
+
+
 def test_checkpoint_folder_of_base_model_loads_encoder(tmp_path):
     reference = hf_model("MegaModel", relative_positional_bias="simple")
     reference.save_pretrained(tmp_path)

@@ -66,6 +66,17 @@ def test_cache_keeps_only_the_current_chunk_and_a_fixed_size_ema_state():
     assert cache.length == 8
 
 
+def test_selected_cache_continues_the_selected_sequences():
+    model = causal_lm(use_chunking=True, chunk_size=4)
+    ids = torch.randint(3, 30, (3, 9))
+    cache = DecoderCache()
+    model(ids[:, :6], cache=cache)
+    picked = cache.select(torch.tensor([2, 0]))
+    assert picked.length == 6
+    got = model(ids[[2, 0], 6:], cache=picked).logits
+    assert (got - model(ids[[2, 0]]).logits[:, 6:]).abs().max() <= 1e-5
+
+
 def test_ema_truncation_beyond_cache_length_is_rejected():
     model = causal_lm(truncation=4)
     cache = DecoderCache()
