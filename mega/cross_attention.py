@@ -72,9 +72,11 @@ class GatedCrossAttention(nn.Module):
         gate_logits, reset, query = self.q_proj(x).split([self.dim, self.dim, self.zdim], dim=-1)
         target_len, source_len = x.size(1), key.size(1)
         bias = self.rel_pos(max(position + target_len, source_len), position)[:target_len, :source_len]
+        if self.function == "softmax":
+            query = query * self.scaling
         weights = attention_weights(query.unsqueeze(1), key.unsqueeze(1), bias,
                                     None if memory_mask is None else memory_mask.unsqueeze(1), None,
-                                    self.function, self.scaling).squeeze(1)  # [B, L, S]
+                                    self.function).squeeze(1)  # [B, L, S]
         attended = torch.bmm(self.attention_dropout(weights), self.hidden_dropout(value))
         out = self.dropout(self.activation(self.h_proj(attended * F.silu(reset))))
         out = torch.addcmul(residual, torch.sigmoid(gate_logits), out - residual)
