@@ -64,8 +64,8 @@ class _LanguageModel(nn.Module):
         self.encoder = MegaEncoder(config)
         self.head = LMHead(config, self.encoder.embed.tokens)
 
-    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids, **extras
-            ) -> tuple[torch.Tensor, EncoderOutput | None]:
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+            token_type_ids: torch.Tensor | None, **extras) -> tuple[torch.Tensor, EncoderOutput | None]:
         out = self.encoder(input_ids, attention_mask, token_type_ids, **extras)
         if isinstance(out, EncoderOutput):
             return self.head(out.last_hidden_state), out
