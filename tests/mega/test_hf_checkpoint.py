@@ -7,10 +7,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from hf_lm_models import SMALL, decoder_options, hf_model  # noqa: E402
-
 import mega  # noqa: E402
 from mega.hf import load_pretrained  # noqa: E402
+from tests.mega.hf_lm_models import SMALL, decoder_options, hf_model  # noqa: E402
 
 
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from hf_lm_models import SMALL, incremental_logits
 
 import mega
 from mega.cache import DecoderCache
+from tests.mega.hf_lm_models import SMALL, incremental_logits
 
 SMALL = dict(SMALL, dropout_prob=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
              nffn_activation_dropout_prob=0.0)

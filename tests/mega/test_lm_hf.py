@@ -5,10 +5,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from hf_lm_models import SMALL, TOL, decoder_options, hf_model, incremental_logits  # noqa: E402
-
 import mega  # noqa: E402
 from mega.hf import from_transformers  # noqa: E402
+from tests.mega.hf_lm_models import SMALL, TOL, decoder_options, hf_model, incremental_logits  # noqa: E402
 
 CAUSAL_VARIANTS = [
     dict(relative_positional_bias="simple"),
