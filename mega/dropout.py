@@ -33,12 +33,17 @@ class MaskedScale(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return torch.where(keep, x, 0.0).mul_(scale)
+        return scaled_product(x, keep, scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None, None
+        return scaled_product(grad, keep, ctx.scale), None, None
+
+
+def scaled_product(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """x · keep · scale; converting the mask and one addcmul is cheaper than torch.where on CPU."""
+    return torch.addcmul(x.new_zeros(()), x, keep.to(x.dtype), value=scale)
 
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
