@@ -52,6 +52,8 @@ def test_incremental_with_cross_attention_equals_full_forward(options):
     full = model(ids, **kwargs).logits
     assert (incremental_logits(model, ids, [1] * 10, **kwargs) - full).abs().max() <= 1e-5
     assert (incremental_logits(model, ids, [4, 3, 3], **kwargs) - full).abs().max() <= 1e-5
+    out = model.generate(ids[:, :2], max_new_tokens=4, **kwargs)  # greedy encoder-decoder generation
+    assert torch.equal(model(out[:, :-1], **kwargs).logits[:, 1:].argmax(-1), out[:, 2:])
 
 
 def test_cache_keeps_only_the_current_chunk_and_a_fixed_size_ema_state():
