@@ -9,7 +9,7 @@ from torch import nn
 from mega.activations import ACTIVATIONS, laplace, relu2
 from mega.cache import LayerCache, append_keys
 from mega.config import MegaConfig
-from mega.dropout import Dropout
+from mega.dropout import Dropout, keep_mask, kept_fraction, scaled_product
 from mega.ema import MultiHeadEMA
 from mega.norms import build_norm
 from mega.positional import build_relative_bias
@@ -65,6 +65,49 @@ def attention_weights(
     return weights
 
 
+def drop_weights(weights: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """Attention dropout with the mask drawn from `seed` (the backward draws the same mask again)."""
+    generator = torch.Generator(weights.device).manual_seed(seed)
+    return scaled_product(weights, keep_mask(weights.shape, p, weights.device, generator), 1.0 / kept_fraction(p))
+
+
+class RecomputedAttention(torch.autograd.Function):
+    """O = Dropout(W) V with W = attention_weights(Q, K, bias, ...).
+
+    W ([B, K, C, C], the layer's largest tensor) is not stored: the backward recomputes it from Q, K and the
+    bias, and redraws the dropout mask from a saved seed. Gradients are those of the plain expression.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float):
+        seed = int(torch.randint(0, 2**62, (1,))) if dropout_p > 0 else None  # global RNG: seeded runs repeat
+        with torch.no_grad():
+            weights = attention_weights(query, key, bias, key_mask, causal, function)
+            if seed is not None:
+                weights = drop_weights(weights, dropout_p, seed)
+            out = torch.matmul(weights, value)
+        ctx.save_for_backward(query, key, value, bias, key_mask, causal)
+        ctx.function, ctx.dropout_p, ctx.seed = function, dropout_p, seed
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key, value, bias, key_mask, causal = ctx.saved_tensors
+        inputs = [t.detach().requires_grad_(need) for t, need in zip((query, key, bias), ctx.needs_input_grad)]
+        with torch.enable_grad():
+            weights = attention_weights(*inputs, key_mask, causal, ctx.function)
+        dropped = weights.detach()
+        grad_weights = torch.matmul(grad_out, value.transpose(-1, -2))
+        if ctx.seed is not None:
+            dropped = drop_weights(dropped, ctx.dropout_p, ctx.seed)
+            grad_weights = drop_weights(grad_weights, ctx.dropout_p, ctx.seed)
+        grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out) if ctx.needs_input_grad[2] else None
+        wanted = [t for t in inputs if t.requires_grad]
+        grads = iter(torch.autograd.grad(weights, wanted, grad_weights) if wanted else ())
+        grad_query, grad_key, grad_bias = (next(grads) if t.requires_grad else None for t in inputs)
+        return grad_query, grad_key, grad_value, grad_bias, None, None, None, None
+
+
 class MovingAverageGatedAttention(nn.Module):
     """X' = EMA(x̃);  Z = SiLU(X' W_z);  O = f(QKᵀ + b) V;  H = act(X' W_h + U_h(O ⊙ r));  y = x + φ ⊙ (H − x)."""
 
@@ -91,7 +134,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.rel_pos = build_relative_bias(config, config.attention_span)
         self.dropout = Dropout(config.dropout_prob, config.use_feature_dropout)
         self.hidden_dropout = Dropout(config.hidden_dropout_prob, config.use_feature_dropout)
-        self.attention_dropout = Dropout(config.attention_probs_dropout_prob)
+        self.attention_dropout = config.attention_probs_dropout_prob
 
     def reset_parameters(self) -> None:
         c = self.config
@@ -126,9 +169,9 @@ class MovingAverageGatedAttention(nn.Module):
         query = torch.addcmul(self.qk_beta[0] * q_scale, shared, self.qk_gamma[0] * q_scale)
         key = torch.addcmul(self.qk_beta[1], shared, self.qk_gamma[1])
         if cache is None:
-            attended, weights = self.attend(query, key, value, mask)  # [B, L, v]  (eq. 11)
+            attended, weights = self.attend(query, key, value, mask, need_weights)  # [B, L, v]  (eq. 11)
         else:
-            attended, weights = self.attend_cached(query, key, value, mask, cache)
+            attended, weights = self.attend_cached(query, key, value, mask, cache, need_weights)
         # eq. 14: act(X' W_h + b_h + U_h (O ⊙ r) + b_u) with the two biases summed into one addmm
         hidden = F.linear(ema, hx_w, hx_b + self.h_proj.bias)
         hidden = torch.addmm(hidden.flatten(0, 1), (attended * reset).flatten(0, 1), self.h_proj.weight.t())
@@ -138,8 +181,8 @@ class MovingAverageGatedAttention(nn.Module):
         out = out if self.prenorm else self.norm(out)
         return (out, weights) if need_weights else out
 
-    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Block-diagonal attention over chunks; pads to a multiple of the chunk internally and unpads."""
         batch, seq_len, _ = query.shape
         chunk_len = self.chunk_size if 0 < self.chunk_size < seq_len else seq_len
@@ -153,13 +196,18 @@ class MovingAverageGatedAttention(nn.Module):
         causal = None
         if self.causal:
             causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=query.device).tril()
-        weights = attention_weights(chunk(query, chunk_len), chunk(key, chunk_len), self.rel_pos(chunk_len),
-                                    key_mask, causal, self.function)
-        out = torch.matmul(self.attention_dropout(weights), self.hidden_dropout(chunk(value, chunk_len)))
+        query, key = chunk(query, chunk_len), chunk(key, chunk_len)
+        bias = self.rel_pos(chunk_len)
+        out = RecomputedAttention.apply(  # [B, K, C, v]
+            query, key, self.hidden_dropout(chunk(value, chunk_len)), bias, key_mask, causal, self.function,
+            self.attention_dropout if self.training else 0.0)
+        # the weights are not kept by the memory-saving path: recomputed only when asked for
+        weights = attention_weights(query, key, bias, key_mask, causal, self.function) if need_weights else None
         return out.reshape(batch, -1, self.vdim)[:, :seq_len], weights  # [B, L, v], [B, K, C, C]
 
     def attend_cached(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      mask: torch.Tensor | None, cache: LayerCache) -> tuple[torch.Tensor, torch.Tensor]:
+                      mask: torch.Tensor | None, cache: LayerCache, need_weights: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """New tokens at positions cache.length… attend to the cached keys of their chunk and to each other.
 
         The new tokens are split where chunks end: each part is the last rows of its chunk's causal attention,
@@ -167,7 +215,7 @@ class MovingAverageGatedAttention(nn.Module):
         """
         if not self.causal:
             raise ValueError("incremental decoding needs causal attention: set is_decoder=True")
-        outputs, done, total = [], 0, query.size(1)
+        outputs, weights, done, total = [], None, 0, query.size(1)
         while done < total:
             position = cache.length + done
             room = self.chunk_size - position % self.chunk_size if self.chunk_size > 0 else total
@@ -176,11 +224,14 @@ class MovingAverageGatedAttention(nn.Module):
             count, context = part.stop - part.start, cache.keys.size(1)
             keys_at = torch.arange(context, device=query.device)
             causal = keys_at <= keys_at[context - count:, None]  # the last `count` rows of the triangle
-            weights = attention_weights(query[:, None, part], cache.keys[:, None],
-                                        self.rel_pos(context, context - count), cache.key_mask[:, None],
-                                        causal, self.function)  # [B, 1, count, context]
-            out = torch.matmul(self.attention_dropout(weights), self.hidden_dropout(cache.values[:, None]))
+            inputs = (query[:, None, part], cache.keys[:, None])
+            bias, key_mask = self.rel_pos(context, context - count), cache.key_mask[:, None]
+            out = RecomputedAttention.apply(  # [B, 1, count, v]
+                *inputs, self.hidden_dropout(cache.values[:, None]), bias, key_mask, causal, self.function,
+                self.attention_dropout if self.training else 0.0)
             outputs.append(out.squeeze(1))
+            if need_weights:
+                weights = attention_weights(*inputs, bias, key_mask, causal, self.function)
             if self.chunk_size > 0 and (position + count) % self.chunk_size == 0:
                 cache.keys = cache.values = cache.key_mask = None  # the chunk is complete
             done = part.stop

@@ -34,8 +34,11 @@ class MegaBlock(nn.Module):
         memory/memory_mask: encoder states [B, S, D] and their mask for cross-attention. cache: continue a causal
         sequence (see mega.cache); its length advances by L.
         """
-        x, weights = self.attn(x, mask, cache, need_weights=True)
-        cross_weights = None
+        weights = cross_weights = None
+        if need_weights:
+            x, weights = self.attn(x, mask, cache, need_weights=True)
+        else:
+            x = self.attn(x, mask, cache)
         if self.cross_attn is not None:
             x, cross_weights = self.cross_attn(x, memory, memory_mask, cache, need_weights=True)
         if self.ffn is not None:
