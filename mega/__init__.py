@@ -1,18 +1,25 @@
 """MEGA (Moving Average Equipped Gated Attention) in plain PyTorch."""
 
+from mega.cache import DecoderCache
 from mega.classifier import MegaForSequenceClassification
 from mega.config import MegaConfig
 from mega.encoder import MegaEncoder
 from mega.heads import ClassifierHead, SequenceClassifier, combine_pair, pool
-from mega.hf import from_transformers
+from mega.hf import from_transformers, load_pretrained
+from mega.lm import LMOutput, MegaForCausalLM, MegaForMaskedLM
 
 __all__ = [
     "ClassifierHead",
+    "DecoderCache",
+    "LMOutput",
     "MegaConfig",
     "MegaEncoder",
+    "MegaForCausalLM",
+    "MegaForMaskedLM",
     "MegaForSequenceClassification",
     "SequenceClassifier",
     "combine_pair",
     "from_transformers",
+    "load_pretrained",
     "pool",
 ]

@@ -7,11 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mega.activations import ACTIVATIONS, laplace, relu2
+from mega.cache import LayerCache, append_keys
 from mega.config import MegaConfig
 from mega.dropout import Dropout, keep_mask, kept_fraction, scaled_product
 from mega.ema import MultiHeadEMA
 from mega.norms import build_norm
-from mega.positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+from mega.positional import build_relative_bias
 
 ELEMENT_FUNCTIONS = {"laplace": laplace, "relu2": relu2}
 
@@ -132,10 +133,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.mx_sizes = [dim, zdim, vdim, dim]  # mx_proj rows: update gate φ, Z, reset gate r, X' W_h
         self.qk_gamma = nn.Parameter(torch.empty(2, zdim))
         self.qk_beta = nn.Parameter(torch.empty(2, zdim))
-        if config.relative_positional_bias == "simple":
-            self.rel_pos = SimpleRelativePositionalBias(config.attention_span)
-        else:
-            self.rel_pos = RotaryRelativePositionalBias(zdim)
+        self.rel_pos = build_relative_bias(config, config.attention_span)
         self.dropout = Dropout(config.dropout_prob, config.use_feature_dropout)
         self.hidden_dropout = Dropout(config.hidden_dropout_prob, config.use_feature_dropout)
         self.attention_dropout = config.attention_probs_dropout_prob
@@ -150,13 +148,19 @@ class MovingAverageGatedAttention(nn.Module):
         nn.init.zeros_(self.qk_beta)
         self.rel_pos.reset_parameters(c.initializer_range)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, L, D]; mask: [B, L] bool, True = real (None = no padding)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: LayerCache | None = None,
+                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, L, D]; mask: [B, L] bool, True = real (None = no padding).
+
+        cache: x continues a causal sequence after cache.length tokens; the EMA state and the keys/values of
+        the open chunk are read from it and updated (cache.length is advanced by the block).
+        need_weights: also return the attention weights [B, K, C, C] (with a cache: of the last chunk touched).
+        """
         residual = x
         if self.prenorm:
             x = self.norm(x)
         value = self.activation(self.v_proj(x))  # [B, L, v]  (eq. 10)
-        ema = self.dropout(self.ema(x, mask))  # [B, L, D]  (eq. 6)
+        ema = self.dropout(self.ema(x, mask, cache))  # [B, L, D]  (eq. 6)
         # mx_proj's row blocks used separately: no split (whose backward concatenates the gradients)
         gate_w, shared_w, reset_w, hx_w = self.mx_proj.weight.split(self.mx_sizes)
         gate_b, shared_b, reset_b, hx_b = self.mx_proj.bias.split(self.mx_sizes)
@@ -166,17 +170,21 @@ class MovingAverageGatedAttention(nn.Module):
         q_scale = self.scaling if self.function == "softmax" else 1.0
         query = torch.addcmul(self.qk_beta[0] * q_scale, shared, self.qk_gamma[0] * q_scale)
         key = torch.addcmul(self.qk_beta[1], shared, self.qk_gamma[1])
-        attended = self.attend(query, key, value, mask)  # [B, L, v]  (eq. 11)
+        if cache is None:
+            attended, weights = self.attend(query, key, value, mask, need_weights)  # [B, L, v]  (eq. 11)
+        else:
+            attended, weights = self.attend_cached(query, key, value, mask, cache, need_weights)
         # eq. 14: act(X' W_h + b_h + U_h (O ⊙ r) + b_u) with the two biases summed into one addmm
         hidden = F.linear(ema, hx_w, hx_b + self.h_proj.bias)
         hidden = torch.addmm(hidden.flatten(0, 1), (attended * reset).flatten(0, 1), self.h_proj.weight.t())
         out = self.dropout(self.activation(hidden.view_as(residual)))
         gate = torch.sigmoid(F.linear(ema, gate_w, gate_b))  # φ  (eq. 13)
         out = torch.addcmul(residual, gate, out - residual)  # eq. 15
-        return out if self.prenorm else self.norm(out)
+        out = out if self.prenorm else self.norm(out)
+        return (out, weights) if need_weights else out
 
-    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               mask: torch.Tensor | None) -> torch.Tensor:
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Block-diagonal attention over chunks; pads to a multiple of the chunk internally and unpads."""
         batch, seq_len, _ = query.shape
         chunk_len = self.chunk_size if 0 < self.chunk_size < seq_len else seq_len
@@ -190,8 +198,43 @@ class MovingAverageGatedAttention(nn.Module):
         causal = None
         if self.causal:
             causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=query.device).tril()
+        query, key = chunk(query, chunk_len), chunk(key, chunk_len)
+        bias = self.rel_pos(chunk_len)
         out = RecomputedAttention.apply(  # [B, K, C, v]
-            chunk(query, chunk_len), chunk(key, chunk_len), self.hidden_dropout(chunk(value, chunk_len)),
-            self.rel_pos(chunk_len), key_mask, causal, self.function,
+            query, key, self.hidden_dropout(chunk(value, chunk_len)), bias, key_mask, causal, self.function,
             self.attention_dropout if self.training else 0.0)
-        return out.reshape(batch, -1, self.vdim)[:, :seq_len]
+        # the weights are not kept by the memory-saving path: recomputed only when asked for
+        weights = attention_weights(query, key, bias, key_mask, causal, self.function) if need_weights else None
+        return out.reshape(batch, -1, self.vdim)[:, :seq_len], weights  # [B, L, v], [B, K, C, C]
+
+    def attend_cached(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      mask: torch.Tensor | None, cache: LayerCache, need_weights: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """New tokens at positions cache.length… attend to the cached keys of their chunk and to each other.
+
+        The new tokens are split where chunks end: each part is the last rows of its chunk's causal attention,
+        so it computes what the full forward computes. Keys are kept for the open chunk only.
+        """
+        if not self.causal:
+            raise ValueError("incremental decoding needs causal attention: set is_decoder=True")
+        outputs, weights, done, total = [], None, 0, query.size(1)
+        while done < total:
+            position = cache.length + done
+            room = self.chunk_size - position % self.chunk_size if self.chunk_size > 0 else total
+            part = slice(done, done + min(room, total - done))
+            append_keys(cache, key[:, part], value[:, part], None if mask is None else mask[:, part])
+            count, context = part.stop - part.start, cache.keys.size(1)
+            keys_at = torch.arange(context, device=query.device)
+            causal = keys_at <= keys_at[context - count:, None]  # the last `count` rows of the triangle
+            inputs = (query[:, None, part], cache.keys[:, None])
+            bias, key_mask = self.rel_pos(context, context - count), cache.key_mask[:, None]
+            out = RecomputedAttention.apply(  # [B, 1, count, v]
+                *inputs, self.hidden_dropout(cache.values[:, None]), bias, key_mask, causal, self.function,
+                self.attention_dropout if self.training else 0.0)
+            outputs.append(out.squeeze(1))
+            if need_weights:
+                weights = attention_weights(*inputs, bias, key_mask, causal, self.function)
+            if self.chunk_size > 0 and (position + count) % self.chunk_size == 0:
+                cache.keys = cache.values = cache.key_mask = None  # the chunk is complete
+            done = part.stop
+        return torch.cat(outputs, dim=1), weights

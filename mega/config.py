@@ -61,6 +61,8 @@ class MegaConfig:
     use_cache: bool = True
     add_lm_hidden_dense_layer: bool = True
     is_decoder: bool = False  # HF PretrainedConfig field: causal attention mask
+    add_cross_attention: bool = False  # HF PretrainedConfig field: decoder blocks attend to encoder states
+    tie_word_embeddings: bool = True  # HF PretrainedConfig field: LM heads share the token embedding matrix
 
     # --- LRA extras ---
     input_kind: str = "tokens"  # "tokens" (ids) or "real" (pixels, audio samples)
@@ -111,6 +113,9 @@ class MegaConfig:
                 raise ValueError(f"MegaConfig.{name}={value} must be in [0, 1)")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}) or None")
+        if self.add_cross_attention and not self.is_decoder:
+            raise ValueError("add_cross_attention=True needs is_decoder=True (cross-attention blocks are decoder "
+                             "blocks, as in HF)")
         if self.input_kind == "real" and self.add_token_type_embeddings:
             raise ValueError("add_token_type_embeddings=True needs input_kind='tokens'")
         if self.input_kind == "real" and self.pooling == "cls":

@@ -115,15 +115,48 @@ class MultiHeadEMA(nn.Module):
     def kernel_length(self, seq_len: int) -> int:
         return seq_len if self.truncation is None else min(self.truncation, seq_len)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, L, D], mask: [B, L] bool (True = real) or None → [B, L, D]."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache=None) -> torch.Tensor:
+        """x: [B, L, D], mask: [B, L] bool (True = real) or None → [B, L, D].
+
+        With a cache (a mega.cache.LayerCache), x continues the sequence from cache.ema_state, which is updated.
+        """
         taps = self.kernel_length(x.size(1))
         dtype = torch.promote_types(x.dtype, torch.float32)  # at least float32 (reference), also under autocast
         with torch.autocast(x.device.type, enabled=False):
             x32 = x.to(dtype)
             signal = x32 if mask is None else x32 * mask.unsqueeze(-1)
-            y = self.convolve(signal, self.kernel(taps).to(dtype))
+            if cache is None:
+                y = self.convolve(signal, self.kernel(taps).to(dtype))
+            else:
+                y, cache.ema_state = self.step(signal, cache.ema_state)
             return F.silu(torch.addcmul(y, x32, self.omega.to(dtype))).to(x.dtype)  # SiLU(y + ω ⊙ x)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The causal EMA continued from state h₀ [B, D, N] (None = zeros) over m new steps x [B, m, D].
+
+        y_t = Σ_n γ/√N · (Σ_{j≤t} pβ q^(t−j) x_j + q^(t+1) h₀)   and   h_m = Σ_j pβ q^(m−1−j) x_j + q^m h₀,
+        the recurrence h_t = pβ x_t + q h_{t−1} in closed form: one token costs O(D·N) whatever came before.
+        No truncation: the recurrence remembers every step (equal to the convolution while length ≤ truncation).
+        """
+        if self.bidirectional:
+            raise ValueError("the bidirectional EMA reads future tokens and has no recurrent form: "
+                             "incremental decoding needs bidirectional=False")
+        p, q = self.coefficients()
+        input_weight = (p * self.beta).squeeze(-1)  # [D, N]
+        output_weight = self.gamma * self.scale  # [D, N]
+        steps = x.size(1)
+        if steps == 1:
+            new_state = input_weight * x[:, 0, :, None]
+            if state is not None:
+                new_state = new_state + q.squeeze(-1) * state
+            return torch.einsum("bdn,dn->bd", new_state, output_weight).unsqueeze(1), new_state
+        powers = torch.exp(torch.log(q) * torch.arange(steps + 1, device=q.device, dtype=q.dtype))  # [D, N, m+1]
+        y = self.convolve(x, self.kernel(steps))
+        new_state = torch.einsum("bld,dnl->bdn", x, input_weight.unsqueeze(-1) * powers[..., :steps].flip(-1))
+        if state is not None:
+            y = y + torch.einsum("bdn,dnl->bld", state, output_weight.unsqueeze(-1) * powers[..., 1:])
+            new_state = new_state + powers[..., steps] * state
+        return y, new_state
 
     def convolve(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         """y[t] = Σ_j k_f[j] x[t−j] (+ Σ_j k_b[j] x[t+j] when bidirectional) by one circular FFT convolution.

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from mega.cache import DecoderCache
 from mega.config import MegaConfig
 from mega.dropout import Dropout
 from mega.embeddings import build_embedding
 from mega.layer import MegaBlock
 from mega.norms import build_norm
+
+
+@dataclass
+class EncoderOutput:
+    """What MegaEncoder returns when asked for more than the last hidden states."""
+
+    last_hidden_state: torch.Tensor  # [B, L, D]
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, then each layer's output (before final norm)
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer [B, K, C, C] (K chunks of C positions)
+    cross_attentions: tuple[torch.Tensor, ...] | None = None  # per layer [B, L, S] (add_cross_attention)
 
 
 class MegaEncoder(nn.Module):
@@ -35,12 +48,18 @@ class MegaEncoder(nn.Module):
         """The reference initialisation (norms start at weight 1, bias 0 by construction)."""
         self.embed.reset_parameters()
         for layer in self.layers:
-            layer.attn.reset_parameters()
-            if layer.ffn is not None:
-                layer.ffn.reset_parameters()
+            layer.reset_parameters()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+                token_type_ids: torch.Tensor | None = None, *, cache: DecoderCache | None = None,
+                encoder_hidden_states: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> torch.Tensor | EncoderOutput:
+        """→ [B, L, D], or an EncoderOutput when output_hidden_states or output_attentions.
+
+        cache: continue a causal sequence (is_decoder=True), see mega.cache. encoder_hidden_states [B, S, D] and
+        encoder_attention_mask [B, S] (1/True = real): what the cross-attention reads (add_cross_attention=True).
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"MegaEncoder expects input of shape [batch, length], got {tuple(input_ids.shape)}")
         mask = None
@@ -55,13 +74,34 @@ class MegaEncoder(nn.Module):
         keep = mask.unsqueeze(-1).to(x.dtype) if mask is not None and self.config.mask_padded_states else None
         if keep is not None:
             x = x * keep
-        for layer in self.layers:
-            x = layer(x, mask)
+        if encoder_hidden_states is not None and not self.config.add_cross_attention:
+            raise ValueError("encoder_hidden_states were given but add_cross_attention=False: set "
+                             "add_cross_attention=True (and is_decoder=True) to attend to an encoder's states")
+        hidden_states = [x] if output_hidden_states else None
+        attentions, cross_attentions = [], []
+        for index, layer in enumerate(self.layers):
+            out = layer(x, mask, encoder_hidden_states, encoder_attention_mask,
+                        None if cache is None else cache.layer(index), need_weights=output_attentions)
+            if output_attentions:
+                x, weights, cross_weights = out
+                attentions.append(weights)
+                cross_attentions.append(cross_weights)
+            else:
+                x = out
+            if output_hidden_states:
+                hidden_states.append(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
         if keep is not None:
             x = x * keep
-        return x
+        if not (output_hidden_states or output_attentions):
+            return x
+        return EncoderOutput(
+            x,
+            tuple(hidden_states) if output_hidden_states else None,
+            tuple(attentions) if output_attentions else None,
+            tuple(cross_attentions) if output_attentions and self.config.add_cross_attention else None,
+        )
 
     def embedding_parameters(self) -> int:
         return sum(p.numel() for p in self.embed.parameters())
