@@ -15,24 +15,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from experiments.measure import (
-    REPO_ROOT,
     Job,
+    add_common_arguments,
     command_line,
     default_device,
     fmt,
     machine_info,
     markdown_table,
+    publish,
     ratio,
     run_job,
-    write_section,
 )
 
 # The issue's configuration; every option not named here is HF MegaConfig's default (rotary relative bias,
@@ -109,24 +107,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timed steps per configuration (median is shown)"
-    )
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument(
         "--candidate",
         choices=sorted(IMPLEMENTATIONS),
         default="ours",
         help="implementation compared with HF; 'hf' runs HF against itself (checks the harness: ratios ~1)",
     )
-    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per configuration")
-    parser.add_argument(
-        "--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="file to write into"
-    )
-    parser.add_argument("--no-markdown", action="store_true", help="only print the table")
-    parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
+    args.device = args.device or default_device()
     if args.candidate == "ours" and not _has_our_encoder():
         parser.error(
             "mega.MegaEncoder is missing; `--candidate hf` checks the harness with HF against itself"
@@ -141,7 +129,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Measure every configuration, alternating which implementation runs first; return one row per config."""
-    device = args.device or default_device()
     roles = [("candidate", args.candidate), ("hf", "hf")]
     configs = [(length, attention) for length in args.lengths for attention in args.attention]
     rows = []
@@ -154,7 +141,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         }
         row: dict[str, Any] = {"length": length, "attention": attention}
         for role, name in roles if index % 2 == 0 else roles[::-1]:
-            job = Job(IMPLEMENTATIONS[name], options, device, args.threads, args.warmup, args.repeats)
+            job = Job(IMPLEMENTATIONS[name], options, args.device, args.threads, args.warmup, args.repeats)
             row[role] = result = run_job(job, args.timeout)
             print(
                 f"[{index + 1}/{len(configs)}] {name:5s} L={length:<6d} {attention:5s} {_summary(result)}",
@@ -245,17 +232,11 @@ def _goal_lines(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[st
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     command = command_line("experiments.bench_mega", argv if argv is not None else sys.argv[1:])
-    info = machine_info(args.device or default_device())
+    info = machine_info(args.device)
     print(f"bench_mega on {info['device']} ({info['cpu']}), torch {info['torch']}: {command}", flush=True)
     rows = run(args)
     text = report(rows, args, info, command)
-    print("\n" + text)
-    if not args.no_markdown:
-        write_section(args.markdown, "bench_mega", text)
-        print(f"\nwrote {args.markdown}")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": info, "command": command, "rows": rows}, indent=1))
-        print(f"wrote {args.json}")
+    publish("bench_mega", text, args, {"machine": info, "command": command, "rows": rows})
     return rows
 
 

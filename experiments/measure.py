@@ -17,6 +17,7 @@ needs on top of the model, optimizer state and inputs:
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import dataclasses
 import datetime
@@ -90,6 +91,31 @@ def run_job(job: Job, timeout_s: float | None = None) -> dict[str, Any]:
         f"measurement process failed (exit {proc.returncode}) for {job.builder} {job.options}:\n"
         f"{proc.stderr[-4000:]}"
     )
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_repeats: int = 3) -> None:
+    """The options every benchmark script shares: step counts, threads, device, timeout and outputs."""
+    parser.add_argument("--repeats", type=int, default=default_repeats, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (at least 1)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per process")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per configuration")
+    parser.add_argument(
+        "--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="file to write into"
+    )
+    parser.add_argument("--no-markdown", action="store_true", help="only print the tables")
+    parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
+
+
+def publish(name: str, text: str, args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """Print the Markdown block, put it into the `name` section of --markdown, dump `payload` to --json."""
+    print("\n" + text)
+    if not args.no_markdown:
+        write_section(args.markdown, name, text)
+        print(f"\nwrote {args.markdown}")
+    if args.json:
+        args.json.write_text(json.dumps(payload, indent=1))
+        print(f"wrote {args.json}")
 
 
 def machine_info(device: str) -> dict[str, Any]:
