@@ -30,7 +30,9 @@ MODELS = ("mega", "mega_chunk", "transformer")
 def available_tasks() -> list[str]:
     """Tasks with an experiment config, in the paper's order."""
     names = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
-    return [t for t in TASKS if t in names] + sorted(n for n in names - set(TASKS) if not n.endswith("_chunk"))
+    return [t for t in TASKS if t in names] + sorted(
+        n for n in names - set(TASKS) if not n.endswith("_chunk")
+    )
 
 
 def experiments_for(model: str, tasks: list[str]) -> list[str]:
@@ -43,14 +45,22 @@ def experiments_for(model: str, tasks: list[str]) -> list[str]:
     return [t for t in tasks if (CONF / "arch" / "transformer" / f"{t}.yaml").exists()]
 
 
-def commands(models: list[str], tasks: list[str], seeds: list[int], out: Path, extra: list[str]) -> list[list[str]]:
+def commands(
+    models: list[str], tasks: list[str], seeds: list[int], out: Path, extra: list[str]
+) -> list[list[str]]:
     """One `train.py -m` command per model, sweeping its experiments × seeds into out/<model>/."""
     cmds = []
     for model in models:
         names = experiments_for(model, tasks)
         if not names:
             continue
-        cmd = [sys.executable, "train.py", "-m", "experiment=" + ",".join(names), "seed=" + ",".join(map(str, seeds))]
+        cmd = [
+            sys.executable,
+            "train.py",
+            "-m",
+            "experiment=" + ",".join(names),
+            "seed=" + ",".join(map(str, seeds)),
+        ]
         if model == "transformer":
             cmd.append("model=transformer")
         cmd += [f"hydra.sweep.dir={out / model}", *extra]
@@ -59,11 +69,19 @@ def commands(models: list[str], tasks: list[str], seeds: list[int], out: Path, e
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=None, help="experiment names without _chunk (default: all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tasks", nargs="+", default=None, help="experiment names without _chunk (default: all)"
+    )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=["mega", "mega_chunk"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="the paper averages 5 seeds")
-    parser.add_argument("--out", type=Path, default=Path("multirun/paper_table"), help="root of all sweep folders")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="the paper averages 5 seeds"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("multirun/paper_table"), help="root of all sweep folders"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides added to every job (after --)")
     args = parser.parse_args(argv)

@@ -55,7 +55,9 @@ class TransformerConfig:
             ("position_embedding", self.position_embedding, POSITION_EMBEDDINGS),
         ):
             if value not in allowed:
-                raise ValueError(f"TransformerConfig.{option}={value!r} is not supported; allowed: {', '.join(allowed)}")
+                raise ValueError(
+                    f"TransformerConfig.{option}={value!r} is not supported; allowed: {', '.join(allowed)}"
+                )
         if self.attention_size % self.num_attention_heads:
             raise ValueError(
                 f"attention_size={self.attention_size} must be divisible by num_attention_heads="
@@ -89,7 +91,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         batch, length, _ = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 × [B, H, L, d]
+        q, k, v = (
+            self.qkv(x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        )  # 3 × [B, H, L, d]
         attn_mask = None if keep is None else keep[:, None, None, :]  # True = key takes part
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
@@ -127,7 +131,9 @@ class TransformerEncoder(nn.Module):
         if config.position_embedding == "learned":
             self.positions = nn.Parameter(torch.zeros(positions, config.hidden_size))
         else:
-            self.register_buffer("positions", sinusoidal_positions(positions, config.hidden_size), persistent=False)
+            self.register_buffer(
+                "positions", sinusoidal_positions(positions, config.hidden_size), persistent=False
+            )
         self.dropout = nn.Dropout(config.dropout_prob)
         self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_hidden_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -146,7 +152,9 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, input: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if input.dim() != 2:
-            raise ValueError(f"TransformerEncoder expects input of shape [batch, length], got {tuple(input.shape)}")
+            raise ValueError(
+                f"TransformerEncoder expects input of shape [batch, length], got {tuple(input.shape)}"
+            )
         x = self.embed(input)
         keep = None if mask is None or bool(mask.all()) else mask.bool()
         if self.cls is not None:
@@ -173,7 +181,9 @@ class TransformerForSequenceClassification(SequenceClassifier):
         if config is None:
             config = TransformerConfig(**options)
         elif options:
-            raise ValueError(f"pass either a TransformerConfig or options, not both (got options {sorted(options)})")
+            raise ValueError(
+                f"pass either a TransformerConfig or options, not both (got options {sorted(options)})"
+            )
         super().__init__(
             TransformerEncoder(config),
             config.hidden_size,
