@@ -34,56 +34,31 @@ from experiments.measure import (
     run_job,
 )
 
-VOCAB_SIZE = 257  # LRA Text: UTF-8 bytes + 1, pad 0
-# MEGA's Text recipe (paper App. D / fairseq mega_lra_imdb); the chunk size is added for Mega-chunk.
-MEGA_TEXT = {
-    "vocab_size": VOCAB_SIZE,
-    "pad_token_id": 0,
-    "num_labels": 2,
-    "pooling": "mean",  # --sen-rep-type mp
-    "num_hidden_layers": 4,  # layers
-    "hidden_size": 128,  # d
-    "shared_representation_size": 64,  # z
-    "intermediate_size": 256,  # v
-    "nffn_hidden_size": 256,  # FFN
-    "ema_projection_size": 16,  # --n-dim
-    "truncation": 1024,  # truncation_length
-    "attention_activation": "softmax",
-    "normalization_type": "scalenorm",
-    "normalize_before_mega": False,  # prenorm: no
-    "normalize_before_ffn": False,
-    "relative_positional_bias": "simple",
-    "dropout_prob": 0.1,  # --dropout
-    "hidden_dropout_prob": 0.0,  # --act-dropout
-    "nffn_activation_dropout_prob": 0.0,  # --act-dropout
-    "attention_probs_dropout_prob": 0.0,  # --attention-dropout
+# The Text data's facts (IMDB as UTF-8 bytes + 1, pad 0, two classes); the architectures come from the recipes.
+TEXT_DATA = {"vocab_size": 257, "pad_token_id": 0, "num_labels": 2}
+# model -> (conf/arch/<family>/<recipe>.yaml): MEGA's App. D Text recipe, its chunk-128 variant, the LRA baseline
+RECIPES = {
+    "Transformer": ("transformer", "lra_text"),
+    "MEGA": ("mega", "lra_text"),
+    "Mega-chunk": ("mega", "lra_text_chunk"),
 }
-MEGA_TEXT_MAX_POSITIONS = 4002  # max_positions of mega_lra_imdb; longer inputs need a longer simple bias
-# The LRA paper's Text baseline (long-range-arena text_classification/configs/base_tc_config.py).
-TRANSFORMER_TEXT = {
-    "vocab_size": VOCAB_SIZE,
-    "pad_token_id": 0,
-    "num_labels": 2,
-    "pooling": "cls",  # classifier_pool = "CLS"
-    "num_hidden_layers": 4,  # num_layers
-    "hidden_size": 256,  # emb_dim = qkv_dim
-    "num_attention_heads": 4,  # num_heads
-    "intermediate_size": 1024,  # mlp_dim
-    "dropout_prob": 0.1,  # dropout_rate
-    "attention_probs_dropout_prob": 0.1,  # attention_dropout_rate
-}
-MODELS = ("Transformer", "MEGA", "Mega-chunk")
+MODELS = tuple(RECIPES)
 # Paper Table 2, "Speed" and "Mem" columns (Text, length 4K, relative to the Transformer reproduced by the authors).
 PAPER = {"Transformer": (1.0, 1.0), "MEGA": (2.9, 0.31), "Mega-chunk": (5.5, 0.13)}
 LR, WEIGHT_DECAY = 0.004, 0.01  # Text recipe; only the update's cost matters here
 
 
-def net_options(model: str, length: int, chunk_size: int) -> dict[str, Any]:
-    if model == "Transformer":
-        return {**TRANSFORMER_TEXT, "max_positions": length}
-    options = {**MEGA_TEXT, "max_positions": max(length, MEGA_TEXT_MAX_POSITIONS)}
-    if model == "Mega-chunk":
-        options.update(use_chunking=True, chunk_size=chunk_size)
+def net_options(model: str, length: int) -> dict[str, Any]:
+    """The model's Text recipe (composed by Hydra from conf/arch) with room for `length` positions."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    family, recipe = RECIPES[model]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "arch" / family), version_base=None):
+        options = OmegaConf.to_container(compose(config_name=recipe), resolve=True)
+    options.update(TEXT_DATA)
+    # the recipes size positions for L = 4000; longer inputs need a longer table or simple bias
+    options["max_positions"] = max(options.get("max_positions", 0), length)
     return options
 
 
@@ -99,7 +74,9 @@ def build_classifier(options: dict[str, Any], device: torch.device):
     optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(options["seed"])
     shape = (options["batch_size"], options["length"])
-    tokens = torch.randint(1, VOCAB_SIZE, shape, generator=generator).to(device)  # no padding: 0 is pad
+    tokens = torch.randint(1, TEXT_DATA["vocab_size"], shape, generator=generator).to(
+        device
+    )  # no padding: 0 is pad
     labels = torch.randint(0, 2, shape[:1], generator=generator).to(device)
 
     def step() -> None:
@@ -119,9 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--lengths", type=int, nargs="+", default=None, help="default: 1K-4K on CPU, 1K-16K on GPU"
     )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--chunk-size", type=int, default=128, help="Mega-chunk's c")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="default: 25 on GPU (Text recipe), 8 on CPU"
+        "--batch-size", type=int, default=None, help="default: 25 on GPU (Text recipe), 2 on CPU"
     )
     parser.add_argument("--reference-length", type=int, default=4096, help="length of the paper-style table")
     parser.add_argument(
@@ -132,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.device = args.device or default_device()
     gpu = args.device.startswith("cuda")
     args.lengths = args.lengths or ([1024, 2048, 4096, 8192, 16384] if gpu else [1024, 2048, 4096])
-    args.batch_size = args.batch_size or (25 if gpu else 8)
+    args.batch_size = args.batch_size or (25 if gpu else 2)
     return args
 
 
@@ -145,7 +121,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for model in args.models[shift:] + args.models[:shift]:
             options = {
                 "model": model,
-                "net": net_options(model, length, args.chunk_size),
+                "net": net_options(model, length),
                 "batch_size": args.batch_size,
                 "length": length,
                 "seed": 0,
@@ -205,8 +181,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
         "",
         f"- Date: {info['date']}; commit {info['commit']}; device {info['device']} ({where}); torch {info['torch']}",
         f"- Batch {args.batch_size}, random byte tokens without padding; one step = forward, cross-entropy, "
-        f"backward, AdamW update; {args.warmup} warm-up step(s), median of {args.repeats} timed steps; "
-        f"Mega-chunk c = {args.chunk_size}",
+        f"backward, AdamW update; {args.warmup} warm-up step(s), median of {args.repeats} timed steps",
+        f"- Models: the Text recipes in conf/arch/ (MEGA and Mega-chunk c = "
+        f"{net_options('Mega-chunk', 1)['chunk_size']}: App. D; Transformer: the LRA baseline), training mode",
         "",
         f"Text at length {reference}, relative to the Transformer (paper: Table 2, GPU):",
         "",

@@ -263,12 +263,14 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 
 def measure(job: Job) -> dict[str, Any]:
-    """Build the job's step in this process, warm up, time `repeats` steps and read the peak memory."""
+    """Build the job's step in this process, warm up, time `repeats` steps and read the peak memory.
+
+    Uses the process's current thread count: `main` (the child process) sets it to `job.threads`.
+    """
     import gc
 
     import torch
 
-    torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)
     device = torch.device(job.device)
     module_name, function_name = job.builder.split(":")
@@ -304,7 +306,10 @@ def measure(job: Job) -> dict[str, Any]:
 
 
 def main() -> None:
+    import torch
+
     job = Job(**json.loads(sys.argv[1]))
+    torch.set_num_threads(job.threads)
     result = measure(job)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
