@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="ours",
         help="implementation compared with HF; 'hf' runs HF against itself (checks the harness: ratios ~1)",
     )
-    add_common_arguments(parser)
+    add_common_arguments(parser, default_repeats=5)
     args = parser.parse_args(argv)
     args.device = args.device or default_device()
     if args.candidate == "ours" and not _has_our_encoder():
@@ -155,7 +155,10 @@ def _summary(result: dict[str, Any]) -> str:
     if "error" in result:
         return result["error"]
     times = ", ".join(f"{t:.3f}" for t in result["times_s"])
-    return f"median {result['median_s']:.3f} s ({times}), peak {result['peak_mib']:.0f} MiB"
+    return (
+        f"median {result['median_s']:.3f} s ({times}), peak {result['peak_mib']:.0f} MiB "
+        f"[process {result['process_s']:.0f} s]"
+    )
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str, Any], command: str) -> str:

@@ -135,7 +135,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print(f"{done} {result['error']}", flush=True)
             else:
                 print(
-                    f"{done} {result['median_s']:.3f} s/step, peak {result['peak_mib']:.0f} MiB", flush=True
+                    f"{done} {result['median_s']:.3f} s/step, peak {result['peak_mib']:.0f} MiB "
+                    f"[process {result['process_s']:.0f} s]",
+                    flush=True,
                 )
     return rows
 

@@ -68,7 +68,8 @@ class Job:
 def run_job(job: Job, timeout_s: float | None = None) -> dict[str, Any]:
     """Run `job` in a fresh interpreter and return its result dict.
 
-    The result has `times_s` (one per timed step), `median_s`, `peak_mib`, `base_mib` and the builder's info, or
+    The result has `times_s` (one per timed step), `median_s`, `peak_mib`, `base_mib`, `process_s` (the whole
+    process's wall time, start-up included) and the builder's info, or
     `error` (e.g. "out of memory", "killed by signal 9", "timeout") when the step could not be measured.
     """
     threads = str(job.threads)
@@ -76,6 +77,7 @@ def run_job(job: Job, timeout_s: float | None = None) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, "-m", "experiments.measure", json.dumps(dataclasses.asdict(job))]
+    start = time.perf_counter()
     try:
         proc = subprocess.run(
             command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
@@ -84,7 +86,7 @@ def run_job(job: Job, timeout_s: float | None = None) -> dict[str, Any]:
         return {"error": f"timeout after {timeout_s:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
+            return {**json.loads(line[len(RESULT_PREFIX) :]), "process_s": time.perf_counter() - start}
     if proc.returncode < 0:  # the kernel's OOM killer sends SIGKILL
         return {"error": f"killed by signal {-proc.returncode}"}
     raise RuntimeError(
