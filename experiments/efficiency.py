@@ -27,6 +27,7 @@ from experiments.measure import (
     command_line,
     default_device,
     fmt,
+    fmt_ratio,
     machine_info,
     markdown_table,
     publish,
@@ -74,9 +75,8 @@ def build_classifier(options: dict[str, Any], device: torch.device):
     optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(options["seed"])
     shape = (options["batch_size"], options["length"])
-    tokens = torch.randint(1, TEXT_DATA["vocab_size"], shape, generator=generator).to(
-        device
-    )  # no padding: 0 is pad
+    # ids from 1 up: no padding (0 is pad)
+    tokens = torch.randint(1, TEXT_DATA["vocab_size"], shape, generator=generator).to(device)
     labels = torch.randint(0, 2, shape[:1], generator=generator).to(device)
 
     def step() -> None:
@@ -159,10 +159,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
             [
                 model,
                 row.get("error") or fmt(steps),
-                fmt(ratio(base.get("median_s"), row.get("median_s"))) + "×",
+                fmt_ratio(ratio(base.get("median_s"), row.get("median_s"))),
                 f"{paper_speed:g}×",
                 fmt(row.get("peak_mib"), 4),
-                fmt(ratio(row.get("peak_mib"), base.get("peak_mib"))) + "×",
+                fmt_ratio(ratio(row.get("peak_mib"), base.get("peak_mib"))),
                 f"{paper_memory:g}×",
                 f"{row['params']:,}" if "params" in row else "–",
             ]

@@ -163,6 +163,10 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}g}"
 
 
+def fmt_ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}×"
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or not denominator else numerator / denominator
 
