@@ -26,6 +26,7 @@ from experiments.measure import (
     default_device,
     fmt,
     fmt_ratio,
+    load_line,
     machine_info,
     markdown_table,
     publish,
@@ -186,6 +187,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
         f"Command: `{command}`",
         "",
         f"- Date: {info['date']}; commit {info['commit']}; machine: {machine}",
+        load_line(info),
         f"- torch {info['torch']}, transformers {info.get('transformers', '?')}, python {info['python']}, "
         f"device {info['device']}",
         f"- Batch {args.batch_size}; {args.warmup} warm-up step(s), median of {args.repeats} timed steps; "

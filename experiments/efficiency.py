@@ -28,6 +28,7 @@ from experiments.measure import (
     default_device,
     fmt,
     fmt_ratio,
+    load_line,
     machine_info,
     markdown_table,
     publish,
@@ -182,6 +183,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
         f"Command: `{command}`",
         "",
         f"- Date: {info['date']}; commit {info['commit']}; device {info['device']} ({where}); torch {info['torch']}",
+        load_line(info),
         f"- Batch {args.batch_size}, random byte tokens without padding; one step = forward, cross-entropy, "
         f"backward, AdamW update; {args.warmup} warm-up step(s), median of {args.repeats} timed steps",
         f"- Models: the Text recipes in conf/arch/ (MEGA and Mega-chunk c = "

@@ -134,6 +134,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "device": device,
         "commit": _git_commit(),
+        "load_start": os.getloadavg()[0],
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -144,6 +145,14 @@ def machine_info(device: str) -> dict[str, Any]:
     except ImportError:
         pass
     return info
+
+
+def load_line(info: dict[str, Any]) -> str:
+    """The machine's 1-minute load average at the start and end of the run: above the core count, timings suffer."""
+    end = os.getloadavg()[0]
+    busy = max(info["load_start"], end) > 0.5 + (info["cpu_count"] or 1)
+    warning = " (busier than its cores: timings are noisy)" if busy else ""
+    return f"- Load average at start / end: {info['load_start']:.1f} / {end:.1f} on {info['cpu_count']} cores{warning}"
 
 
 def default_device() -> str:
