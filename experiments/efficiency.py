@@ -56,8 +56,9 @@ def net_options(model: str, length: int) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     family, recipe = RECIPES[model]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "arch" / family), version_base=None):
-        options = OmegaConf.to_container(compose(config_name=recipe), resolve=True)
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base=None):
+        composed = compose(config_name=f"arch/{family}/{recipe}")
+    options = OmegaConf.to_container(composed.arch[family], resolve=True)
     options.update(TEXT_DATA)
     # the recipes size positions for L = 4000; longer inputs need a longer table or simple bias
     options["max_positions"] = max(options.get("max_positions", 0), length)
