@@ -68,9 +68,9 @@ class Job:
 def run_job(job: Job, timeout_s: float | None = None) -> dict[str, Any]:
     """Run `job` in a fresh interpreter and return its result dict.
 
-    The result has `times_s` and `cpu_times_s` (one per timed step), `median_s`, `peak_mib`, `base_mib`, `process_s` (the whole
-    process's wall time, start-up included) and the builder's info, or
-    `error` (e.g. "out of memory", "killed by signal 9", "timeout") when the step could not be measured.
+    The result has `times_s` and `cpu_times_s` (one per timed step), `median_s`, `peak_mib`, `base_mib`,
+    `process_s` (the whole process's wall time, start-up included) and the builder's info, or `error` (e.g.
+    "out of memory", "killed by signal 9", "timeout") when the step could not be measured.
     """
     threads = str(job.threads)
     # thread pools are sized at import time, so the environment must say it too
