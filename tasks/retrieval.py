@@ -98,7 +98,9 @@ def parse_label(field: str, where: str) -> int:
     except ValueError:
         value = None
     if value not in (0.0, 1.0):
-        raise ValueError(f"{where}: label {field!r} is not 0 or 1 (first column of label, id1, id2, text1, text2)")
+        raise ValueError(
+            f"{where}: label {field!r} is not 0 or 1 (first column of label, id1, id2, text1, text2)"
+        )
     return int(value)
 
 
@@ -141,7 +143,9 @@ def standin_document(rng: random.Random, topic_words: list[str], max_bytes: int)
         words.append(word)
 
 
-def write_standin_aan(folder: Path, sizes: dict[str, int], seed: int, n_topics: int = 4, max_bytes: int = 6000) -> Path:
+def write_standin_aan(
+    folder: Path, sizes: dict[str, int], seed: int, n_topics: int = 4, max_bytes: int = 6000
+) -> Path:
     """Write `folder/new_aan_pairs.{train,eval,test}.tsv`: balanced pairs, labels as floats, `"` in the texts."""
     rng = random.Random(seed)
     topics = topic_vocabularies(n_topics, rng)
@@ -154,5 +158,7 @@ def write_standin_aan(folder: Path, sizes: dict[str, int], seed: int, n_topics: 
                 topic2 = topic1 if label else rng.choice([t for t in range(n_topics) if t != topic1])
                 text1 = standin_document(rng, topics[topic1], max_bytes)
                 text2 = standin_document(rng, topics[topic2], max_bytes)
-                handle.write(f"{float(label)}\tS{split[:2]}-{2 * i}\tS{split[:2]}-{2 * i + 1}\t{text1}\t{text2}\n")
+                handle.write(
+                    f"{float(label)}\tS{split[:2]}-{2 * i}\tS{split[:2]}-{2 * i + 1}\t{text1}\t{text2}\n"
+                )
     return folder

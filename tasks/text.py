@@ -41,7 +41,9 @@ def read_aclimdb(root: Path, split: str) -> Iterator[tuple[str, int, str]]:
     for folder, label in LABELS.items():
         directory = root / split / folder
         if not directory.is_dir():
-            raise FileNotFoundError(f"IMDB split folder {directory} is missing (expected aclImdb/{split}/{{neg,pos}}/)")
+            raise FileNotFoundError(
+                f"IMDB split folder {directory} is missing (expected aclImdb/{split}/{{neg,pos}}/)"
+            )
         for path in sorted(directory.glob("*.txt")):
             raw = path.read_bytes()
             if not raw.strip():
@@ -60,7 +62,9 @@ def read_parquet(files: list[Path]) -> Iterator[tuple[str, int, str]]:
         table = pq.ParquetFile(path)
         missing = {"text", "label"} - set(table.schema_arrow.names)
         if missing:
-            raise ValueError(f"{path}: parquet file lacks column(s) {sorted(missing)}; expected `text` and `label`")
+            raise ValueError(
+                f"{path}: parquet file lacks column(s) {sorted(missing)}; expected `text` and `label`"
+            )
         row = 0
         for batch in table.iter_batches(columns=["text", "label"], batch_size=1024):
             for text, label in zip(batch.column("text").to_pylist(), batch.column("label").to_pylist()):
@@ -77,13 +81,19 @@ def read_hf_datasets(split: str, cache_dir: str | None) -> Iterator[tuple[str, i
     dataset = datasets.load_dataset("stanfordnlp/imdb", split=split, cache_dir=cache_dir)
     empty: list[str] = []
     for row, example in enumerate(dataset):
-        yield from checked_review(example["text"], example["label"], f"load_dataset('stanfordnlp/imdb')[{split}][{row}]", empty)
+        yield from checked_review(
+            example["text"], example["label"], f"load_dataset('stanfordnlp/imdb')[{split}][{row}]", empty
+        )
     report_skipped(empty, "empty review")
 
 
-def checked_review(text: str | None, label: int, where: str, empty: list[str]) -> Iterator[tuple[str, int, str]]:
+def checked_review(
+    text: str | None, label: int, where: str, empty: list[str]
+) -> Iterator[tuple[str, int, str]]:
     if label not in (0, 1):
-        raise ValueError(f"{where}: label {label!r} is not 0 (neg) or 1 (pos); the `unsupervised` split has no labels")
+        raise ValueError(
+            f"{where}: label {label!r} is not 0 (neg) or 1 (pos); the `unsupervised` split has no labels"
+        )
     if not text or not text.strip():
         empty.append(where)
         return

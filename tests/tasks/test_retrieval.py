@@ -25,7 +25,7 @@ def test_doubled_release_folder_float_labels_and_quotes(tmp_path):
         tmp_path,
         [
             '1.0\tP10-1001\tW05-0203\the said "quoted\tsecond doc',
-            f"0.0\tA\tB\t{huge}\t\"unbalanced quote é",
+            f'0.0\tA\tB\t{huge}\t"unbalanced quote é',
         ],
     )
     assert find_aan(tmp_path) == folder

@@ -46,7 +46,12 @@ def test_aclimdb_tree_labels_from_folders_ignores_unsup_counts_empty(tmp_path, c
     assert rows[1][0] == NON_ASCII
     assert "skipped 1 empty review file" in caplog.text and "2_3.txt" in caplog.text
     # the invalid bytes survive as bytes: 0xff -> 256, 0xfe -> 255
-    assert ByteTokenizer(8)(rows[0][0]).tolist() == [ord(c) + 1 for c in "bad "] + [256, 255, ord(" ") + 1, ord("b") + 1]
+    assert ByteTokenizer(8)(rows[0][0]).tolist() == [ord(c) + 1 for c in "bad "] + [
+        256,
+        255,
+        ord(" ") + 1,
+        ord("b") + 1,
+    ]
 
 
 def test_aclimdb_missing_label_folder_names_it(tmp_path):
