@@ -12,47 +12,18 @@ import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from tasks.text import encode_bytes
+from tasks.text import STANDIN_WARNING, ByteTextDataModule, encode_bytes
 
 log = logging.getLogger(__name__)
 
-AAN_SPLITS = {"train": "train", "val": "eval", "test": "test"}  # our split name -> the released file's
+AAN_FILES = {
+    "train": "new_aan_pairs.train.tsv",
+    "val": "new_aan_pairs.eval.tsv",
+    "test": "new_aan_pairs.test.tsv",
+}
 AAN_COLUMNS = ("label", "id1", "id2", "text1", "text2")
-
-
-def aan_file(split: str) -> str:
-    return f"new_aan_pairs.{AAN_SPLITS[split]}.tsv"
-
-
-def aan_candidates(data_dir: Path) -> list[Path]:
-    """Folders that may hold the tsv files: the tarball's doubled `lra_release/lra_release/`, single, s4's `aan/`."""
-    data_dir = Path(data_dir)
-    return [
-        data_dir / "lra_release" / "lra_release" / "tsv_data",
-        data_dir / "lra_release" / "tsv_data",
-        data_dir / "tsv_data",
-        data_dir / "aan",
-    ]
-
-
-def find_aan(data_dir: Path) -> Path:
-    """The first candidate folder holding the train file; every split must then be there."""
-    places = aan_candidates(data_dir)
-    for folder in places:
-        if (folder / aan_file("train")).is_file():
-            for split in AAN_SPLITS:
-                if not (folder / aan_file(split)).is_file():
-                    raise FileNotFoundError(
-                        f"AAN split '{split}' missing: {folder / aan_file(split)} (found {aan_file('train')} beside it)"
-                    )
-            return folder
-    tried = "\n  ".join(str(p / aan_file("train")) for p in places)
-    raise FileNotFoundError(
-        "AAN (LRA Retrieval) not found. Looked for:\n  " + tried + "\nFix: download lra_release.gz "
-        "(https://storage.googleapis.com/long-range-arena/lra_release.gz, see the LRA README) and unpack it into "
-        "data.data_dir (the doubled lra_release/lra_release/tsv_data/ is fine), or set data.synthetic=true for the stand-in."
-    )
 
 
 def raise_field_size_limit() -> None:
@@ -104,10 +75,6 @@ def parse_label(field: str, where: str) -> int:
     return int(value)
 
 
-def byte_pair(text1: str, text2: str, tokenizer) -> dict:
-    return {"input": tokenizer(text1), "input2": tokenizer(text2)}
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Learnable stand-in: pairs of generated "papers", linked (label 1) when they share a topic. NOT the benchmark.
 
@@ -144,21 +111,63 @@ def standin_document(rng: random.Random, topic_words: list[str], max_bytes: int)
 
 
 def write_standin_aan(
-    folder: Path, sizes: dict[str, int], seed: int, n_topics: int = 4, max_bytes: int = 6000
+    folder: Path, num_train: int, num_eval: int, seed: int, num_topics: int = 4, max_bytes: int = 6000
 ) -> Path:
     """Write `folder/new_aan_pairs.{train,eval,test}.tsv`: balanced pairs, labels as floats, `"` in the texts."""
     rng = random.Random(seed)
-    topics = topic_vocabularies(n_topics, rng)
+    topics = topic_vocabularies(num_topics, rng)
     folder.mkdir(parents=True, exist_ok=True)
-    for split, n in sizes.items():
-        with open(folder / aan_file(split), "w", encoding="utf-8", newline="") as handle:
+    for split, n in (("train", num_train), ("val", num_eval), ("test", num_eval)):
+        with open(folder / AAN_FILES[split], "w", encoding="utf-8", newline="") as handle:
             for i in range(n):
                 label = i % 2
-                topic1 = rng.randrange(n_topics)
-                topic2 = topic1 if label else rng.choice([t for t in range(n_topics) if t != topic1])
+                topic1 = rng.randrange(num_topics)
+                topic2 = topic1 if label else rng.choice([t for t in range(num_topics) if t != topic1])
                 text1 = standin_document(rng, topics[topic1], max_bytes)
                 text2 = standin_document(rng, topics[topic2], max_bytes)
                 handle.write(
                     f"{float(label)}\tS{split[:2]}-{2 * i}\tS{split[:2]}-{2 * i + 1}\t{text1}\t{text2}\n"
                 )
     return folder
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Datamodule
+
+
+class RetrievalDataModule(ByteTextDataModule):
+    """AAN as LRA Retrieval: batches carry both documents (`input`/`mask`, `input2`/`mask2`) for the dual encoder.
+    Validation is the released `eval` file. `synthetic=true` writes a learnable stand-in tsv set instead."""
+
+    task = "retrieval"
+    release_folders = ("tsv_data", "aan")  # the tarball's lra_release/lra_release/tsv_data, or s4's aan/
+    split_files = AAN_FILES
+    download_hint = (
+        "Download lra_release.gz (https://storage.googleapis.com/long-range-arena/lra_release.gz, linked from the "
+        "google-research/long-range-arena README) and unpack it into paths.data_dir: the files are "
+        "lra_release/lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv"
+    )
+    standin_defaults = {"num_train": 2000, "num_eval": 400, "num_topics": 4, "max_bytes": 6000, "seed": 0}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self.dual_encoder:
+            raise ValueError("data.dual_encoder must be true for Retrieval: every example has two documents")
+
+    def generate(self, folder: Path, synthetic: bool) -> None:
+        write_standin_aan(folder, **self.standin)
+
+    def raw_folder(self) -> Path:
+        if self.synthetic:
+            log.warning(STANDIN_WARNING, "Retrieval", "documents linked when they share a generated topic")
+        return super().raw_folder()
+
+    def train_texts(self, folder: Path) -> Iterator[str]:
+        return (
+            text for text1, text2, _, _ in read_aan(folder / AAN_FILES["train"]) for text in (text1, text2)
+        )
+
+    def read_split(self, folder: Path, split: str) -> Iterator[dict[str, Any]]:
+        tokenizer = self.tokenizer(folder)
+        for text1, text2, label, _ in read_aan(folder / AAN_FILES[split]):
+            yield {"input": tokenizer(text1), "input2": tokenizer(text2), "label": label}

@@ -12,8 +12,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import datasets
 import numpy as np
+
+from tasks.data import CACHE_VERSION, SequenceDataModule
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +126,47 @@ class ImdbSource:
             return read_parquet(files)
         return read_hf_datasets(split, hf_cache_dir)
 
+    def files(self, split: str) -> list[Path]:
+        if self.kind == "aclimdb":
+            return sorted(p for label in LABELS for p in (self.path / split / label).glob("*.txt"))
+        return sorted(self.path.glob(f"{split}-*.parquet"))
+
+    def count(self, split: str, hf_cache_dir: str | None = None) -> int:
+        """Number of records (empty ones included) in a split, without reading the texts."""
+        if self.kind == "aclimdb":
+            return len(self.files(split))
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files(split))
+        import datasets
+
+        return len(datasets.load_dataset("stanfordnlp/imdb", split=split, cache_dir=hf_cache_dir))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the raw data for the cache key: folder, and per split the file count, bytes, newest mtime."""
+        if self.kind == "hf":
+            return {"hf": "stanfordnlp/imdb"}
+        splits = {}
+        for split in IMDB_SPLITS:
+            stats = [f.stat() for f in self.files(split)]
+            splits[split] = [
+                len(stats),
+                sum(s.st_size for s in stats),
+                max((s.st_mtime_ns for s in stats), default=0),
+            ]
+        return {self.kind: str(self.path.resolve()), **splits}
+
 
 def imdb_candidates(data_dir: Path, hub_cache: Path | None = None) -> list[tuple[str, Path]]:
     """The places IMDB may be, in the order they are tried; `hub_cache` defaults to the HF hub cache."""
-    places = [("aclimdb", data_dir / "aclImdb"), ("aclimdb", data_dir / "imdb" / "aclImdb")]
+    places = [
+        ("aclimdb", data_dir / "aclImdb"),
+        ("aclimdb", data_dir / "imdb" / "aclImdb"),
+        ("aclimdb", data_dir),
+    ]
     places += [("parquet", data_dir / "plain_text"), ("parquet", data_dir / "imdb" / "plain_text")]
+    places += [("parquet", data_dir)]
     if hub_cache is None:
         from huggingface_hub.constants import HF_HUB_CACHE
 
@@ -142,7 +182,7 @@ def find_imdb(data_dir: Path, download: bool, hub_cache: Path | None = None) -> 
     """The first layout present under `data_dir` (or the HF hub cache); `load_dataset` only when `download`."""
     places = imdb_candidates(Path(data_dir), hub_cache)
     for kind, path in places:
-        if kind == "aclimdb" and (path / "train").is_dir():
+        if kind == "aclimdb" and (path / "train" / "pos").is_dir():
             return ImdbSource(kind, path)
         if kind == "parquet" and any(path.glob("train-*.parquet")):
             return ImdbSource(kind, path)
@@ -158,22 +198,18 @@ def find_imdb(data_dir: Path, download: bool, hub_cache: Path | None = None) -> 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Tokenisers. Both return int16 ids with 0 = padding, never longer than max_length.
+# Tokenisers. Both return int16 ids with 0 = padding.
 
 BYTE_VOCAB_SIZE = 257  # LRA ByteTextEncoder: 256 byte values + pad
 
 
 class ByteTokenizer:
-    """LRA's rule: id = UTF-8 byte + 1, pad 0, vocab 257, truncated to `max_length` (no BOS/EOS)."""
+    """LRA's rule: id = UTF-8 byte + 1, pad 0, vocab 257, no BOS/EOS (the datamodule truncates to max_length)."""
 
     vocab_size = BYTE_VOCAB_SIZE
 
-    def __init__(self, max_length: int):
-        self.max_length = max_length
-
     def __call__(self, text: str) -> np.ndarray:
-        raw = encode_bytes(text)[: self.max_length]
-        return np.frombuffer(raw, dtype=np.uint8).astype(np.int16) + 1
+        return np.frombuffer(encode_bytes(text), dtype=np.uint8).astype(np.int16) + 1
 
 
 CHAR_SPECIALS = ("<pad>", "<unk>", "<eos>")  # s4's specials, <pad> first so that pad id is 0
@@ -223,10 +259,10 @@ def standin_review(rng: random.Random, label: int, n_words: int) -> str:
     return " ".join(words)
 
 
-def write_standin_imdb(root: Path, n_train: int, n_test: int, seed: int, max_bytes: int = 6000) -> Path:
+def write_standin_imdb(root: Path, num_train: int, num_test: int, seed: int, max_bytes: int = 6000) -> Path:
     """Write `root/aclImdb/{train,test}/{neg,pos}/<id>_<rating>.txt`, balanced, 200..max_bytes bytes each."""
     rng = random.Random(seed)
-    for split, n in (("train", n_train), ("test", n_test)):
+    for split, n in (("train", num_train), ("test", num_test)):
         for i in range(n):
             label = i % 2
             rating = rng.randint(7, 10) if label else rng.randint(1, 4)
@@ -235,3 +271,172 @@ def write_standin_imdb(root: Path, n_train: int, n_test: int, seed: int, max_byt
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(encode_bytes(text)[:max_bytes])
     return root / "aclImdb"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared with Retrieval: the tokeniser named by `data.tokenizer`, the stand-in options, the int16 cache.
+
+STANDIN_WARNING = "data.synthetic=true: %s runs on a generated STAND-IN (%s), NOT the LRA benchmark; accuracies are not comparable"
+
+
+class ByteTextDataModule(SequenceDataModule):
+    """Base of Text and Retrieval: `tokenizer` is `byte` (LRA) or `char` (s4's vocabulary, built from the train
+    texts), tokens are cached as int16, and `standin` holds the stand-in generator's options."""
+
+    standin_defaults: dict[str, Any] = {}
+
+    def __init__(
+        self,
+        tokenizer: str = "byte",
+        char_min_freq: int = 15,
+        standin: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if tokenizer not in ("byte", "char"):
+            raise ValueError(
+                f"data.tokenizer={tokenizer!r}: choose 'byte' (LRA) or 'char' (s4's character vocabulary)"
+            )
+        if tokenizer == "byte" and self.vocab_size != BYTE_VOCAB_SIZE:
+            raise ValueError(
+                f"data.vocab_size={self.vocab_size} but byte tokens need {BYTE_VOCAB_SIZE} (bytes + pad)"
+            )
+        unknown = set(standin or {}) - set(self.standin_defaults)
+        if unknown:
+            raise ValueError(
+                f"data.standin has unknown options {sorted(unknown)}; known: {sorted(self.standin_defaults)}"
+            )
+        self.tokenizer_kind, self.char_min_freq = tokenizer, char_min_freq
+        self.standin = {**self.standin_defaults, **dict(standin or {})}
+        self._tokenizer: ByteTokenizer | CharTokenizer | None = None
+
+    def train_texts(self, folder: Path) -> Iterator[str]:
+        """Every text of the train split (the character vocabulary is built from them)."""
+        raise NotImplementedError
+
+    def tokenizer(self, folder: Path) -> ByteTokenizer | CharTokenizer:
+        if self._tokenizer is None and self.tokenizer_kind == "byte":
+            self._tokenizer = ByteTokenizer()
+        elif self._tokenizer is None:
+            self._tokenizer = CharTokenizer.build(
+                self.train_texts(folder), self.char_min_freq, self.max_length
+            )
+            if self._tokenizer.vocab_size > self.vocab_size:
+                raise ValueError(
+                    f"the character vocabulary (char_min_freq={self.char_min_freq}) has {self._tokenizer.vocab_size} "
+                    f"entries but data.vocab_size={self.vocab_size}: raise data.vocab_size or data.char_min_freq"
+                )
+            log.info("character vocabulary, %d entries: %s", self._tokenizer.vocab_size, self._tokenizer.itos)
+        return self._tokenizer
+
+    def synthetic_options(self) -> dict[str, Any]:
+        return self.standin
+
+    def token_options(self) -> dict[str, Any]:
+        options = {"max_length": self.max_length, "tokenizer": self.tokenizer_kind}
+        if self.tokenizer_kind == "char":
+            options["char_min_freq"] = self.char_min_freq
+        return options
+
+    def features(self) -> datasets.Features:
+        columns = super().features()
+        for name in ("input", "input2"):
+            if name in columns:
+                columns[name] = datasets.Sequence(
+                    datasets.Value("int16")
+                )  # ids < 32768; half of int32 on disk
+        return columns
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Datamodule
+
+
+class TextDataModule(ByteTextDataModule):
+    """IMDB as LRA Text. Validation is a seeded held-out slice of train (`val_split` = its fraction) or, as LRA and
+    s4 do, the test set (`val_split: test`). `synthetic=true` writes a learnable stand-in aclImdb tree instead."""
+
+    task = "text"
+    standin_defaults = {"num_train": 2000, "num_test": 500, "max_bytes": 6000, "seed": 0}
+
+    def __init__(
+        self,
+        val_split: float | str = 0.1,
+        split_seed: int = 0,
+        download: bool = False,
+        hf_cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if val_split != "test" and not (isinstance(val_split, float) and 0 < val_split < 1):
+            raise ValueError(
+                f"data.val_split={val_split!r}: a fraction of train in (0, 1), or 'test' (LRA, s4)"
+            )
+        self.val_split, self.split_seed = val_split, split_seed
+        self.download, self.hf_cache_dir = download, hf_cache_dir
+        self.source: ImdbSource | None = None
+
+    # where the reviews are
+    def generate(self, folder: Path, synthetic: bool) -> None:
+        write_standin_imdb(folder, **self.standin)
+
+    def raw_folder(self) -> Path:
+        if self.synthetic:
+            log.warning(STANDIN_WARNING, "Text", "sentiment words in filler text")
+            self.source = ImdbSource("aclimdb", super().raw_folder() / "aclImdb")
+        else:
+            self.source = find_imdb(self.data_dir or self.root_dir, self.download)
+        return self.source.path or Path("stanfordnlp/imdb")
+
+    def cache_key(self, folder: Path) -> dict[str, Any]:
+        return {
+            "version": CACHE_VERSION,
+            "task": self.task,
+            "source": self.source.fingerprint(),
+            **self.token_options(),
+        }
+
+    def token_options(self) -> dict[str, Any]:
+        options = {**super().token_options(), "val_split": self.val_split}
+        if self.val_split != "test":
+            options["split_seed"] = self.split_seed
+        return options
+
+    # splits
+    def held_out(self) -> set[int]:
+        """Indices of the train records kept for validation: a seeded sample of `val_split` of them."""
+        total = self.source.count("train", self.hf_cache_dir)
+        return set(random.Random(self.split_seed).sample(range(total), round(total * self.val_split)))
+
+    def reviews(self, split: str) -> Iterator[tuple[str, int, str]]:
+        if split == "test" or (split == "val" and self.val_split == "test"):
+            yield from self.source.read("test", self.hf_cache_dir)
+            return
+        keep_for_val = self.held_out() if self.val_split != "test" else set()
+        for index, review in enumerate(self.source.read("train", self.hf_cache_dir)):
+            if (index in keep_for_val) == (split == "val"):
+                yield review
+
+    def train_texts(self, folder: Path) -> Iterator[str]:
+        return (text for text, _, _ in self.reviews("train"))
+
+    def read_split(self, folder: Path, split: str) -> Iterator[dict[str, Any]]:
+        tokenizer = self.tokenizer(folder)
+        for text, label, _ in self.reviews(split):
+            yield {"input": tokenizer(text), "label": label}
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if self.val_split == "test":
+            log.warning(
+                "Text validation = the IMDB test set (data.val_split=test, the LRA/s4 protocol): "
+                "checkpoint selection sees the test set"
+            )
+        else:
+            log.info(
+                "Text validation: %d reviews held out of IMDB train (data.val_split=%s, data.split_seed=%d); "
+                "test: IMDB test",
+                len(self.splits["val"]),
+                self.val_split,
+                self.split_seed,
+            )

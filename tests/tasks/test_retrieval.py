@@ -3,13 +3,18 @@
 import logging
 
 import pytest
+import torch
 
-from tasks.retrieval import aan_file, find_aan, read_aan, write_standin_aan
+from tasks.retrieval import AAN_FILES, RetrievalDataModule, read_aan, write_standin_aan
 
 
 def write_tsv(folder, split, lines):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / aan_file(split)).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    (folder / AAN_FILES[split]).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def find_aan(root):
+    return RetrievalDataModule(root_dir=str(root), vocab_size=257, dual_encoder=True).raw_folder()
 
 
 def write_release(data_dir, lines=("1.0\tA-1\tB-2\tfirst\tsecond",)):
@@ -29,7 +34,7 @@ def test_doubled_release_folder_float_labels_and_quotes(tmp_path):
         ],
     )
     assert find_aan(tmp_path) == folder
-    rows = list(read_aan(folder / aan_file("train")))
+    rows = list(read_aan(folder / AAN_FILES["train"]))
     assert [(t1[:12], t2, label) for t1, t2, label, _ in rows] == [
         ('he said "quo', "second doc", 1),
         ("xxxxxxxxxxxx", '"unbalanced quote é', 0),
@@ -46,15 +51,17 @@ def test_other_layouts(tmp_path, layout):
 
 def test_missing_split_names_the_file(tmp_path):
     folder = write_release(tmp_path)
-    (folder / aan_file("val")).unlink()
-    with pytest.raises(FileNotFoundError, match=r"lra_release/lra_release/tsv_data/new_aan_pairs\.eval\.tsv"):
+    (folder / AAN_FILES["val"]).unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"lra_release/tsv_data has no new_aan_pairs\.eval\.tsv \(the val split\)"
+    ):
         find_aan(tmp_path)
 
 
 def test_missing_release_names_places_and_fix(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         find_aan(tmp_path)
-    assert "lra_release/lra_release/tsv_data/new_aan_pairs.train.tsv" in str(error.value)
+    assert str(tmp_path / "lra_release/lra_release/tsv_data") in str(error.value)
     assert "lra_release.gz" in str(error.value) and "data.synthetic=true" in str(error.value)
 
 
@@ -70,21 +77,56 @@ def test_missing_release_names_places_and_fix(tmp_path):
 def test_bad_rows_name_file_and_line(tmp_path, bad_line, message):
     write_tsv(tmp_path, "train", ["0.0\tA\tB\tc\td", bad_line])
     with pytest.raises(ValueError, match=r"new_aan_pairs\.train\.tsv, " + message):
-        list(read_aan(tmp_path / aan_file("train")))
+        list(read_aan(tmp_path / AAN_FILES["train"]))
 
 
 def test_blank_lines_and_empty_documents_are_counted(tmp_path, caplog):
     write_tsv(tmp_path, "train", ["1.0\tA\tB\tc\td", "", "0.0\tA\tB\t\td"])
     with caplog.at_level(logging.WARNING):
-        rows = list(read_aan(tmp_path / aan_file("train")))
+        rows = list(read_aan(tmp_path / AAN_FILES["train"]))
     assert len(rows) == 1
     assert "skipped 1 blank line(s) and 1 pair(s) with an empty document" in caplog.text
 
 
 def test_standin_is_balanced_and_parses(tmp_path):
-    write_standin_aan(tmp_path, {"train": 10, "val": 4, "test": 4}, seed=0, max_bytes=1500)
-    rows = list(read_aan(tmp_path / aan_file("train")))
+    write_standin_aan(tmp_path, num_train=10, num_eval=4, seed=0, max_bytes=1500)
+    rows = list(read_aan(tmp_path / AAN_FILES["train"]))
     assert sorted(label for *_, label, _ in rows) == [0] * 5 + [1] * 5
     assert all(500 <= len(t1) <= 1500 and 500 <= len(t2) <= 1500 for t1, t2, _, _ in rows)
     assert any('"' in t1 for t1, _, _, _ in rows)
-    assert (tmp_path / aan_file("train")).read_text().startswith(("0.0\t", "1.0\t"))
+    assert (tmp_path / AAN_FILES["train"]).read_text().startswith(("0.0\t", "1.0\t"))
+
+
+# ---- datamodule ------------------------------------------------------------------------------------------------
+
+
+def test_datamodule_batches_carry_both_documents(tmp_path):
+    write_release(tmp_path, ["1.0\tA\tB\tcafé\tsecond document", "0.0\tC\tD\t3rd\tx"])
+    module = RetrievalDataModule(
+        root_dir=str(tmp_path), vocab_size=257, dual_encoder=True, max_length=8, batch_size=2
+    )
+    module.prepare_data()
+    module.setup()
+    batch = next(iter(module.val_dataloader()))
+    assert set(batch) == {"input", "mask", "input2", "mask2", "label"}
+    assert batch["input"].tolist() == [[b + 1 for b in "café".encode()], [b + 1 for b in b"3rd"] + [0, 0]]
+    assert batch["mask"].tolist() == [[True] * 5, [True] * 3 + [False] * 2]  # padded to the longest (5 bytes)
+    assert batch["input2"][0].tolist() == [b + 1 for b in b"second d"]  # truncated to max_length
+    assert batch["mask2"].shape == batch["input2"].shape and batch["label"].tolist() == [1, 0]
+    assert batch["input"].dtype == batch["input2"].dtype == torch.long
+
+
+def test_datamodule_needs_dual_encoder(tmp_path):
+    with pytest.raises(ValueError, match=r"data.dual_encoder must be true"):
+        RetrievalDataModule(root_dir=str(tmp_path), vocab_size=257, dual_encoder=False)
+
+
+def test_char_vocabulary_counts_both_columns(tmp_path):
+    write_release(tmp_path, ["1.0\tA\tB\tab\tcd"])
+    module = RetrievalDataModule(
+        root_dir=str(tmp_path), vocab_size=257, dual_encoder=True, tokenizer="char", char_min_freq=1
+    )
+    module.prepare_data()
+    module.setup()
+    assert module.splits["train"][0]["input"].tolist() == [3, 4, 2]  # a b <eos>
+    assert module.splits["train"][0]["input2"].tolist() == [5, 6, 2]  # c d <eos>
