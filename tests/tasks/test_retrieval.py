@@ -1,11 +1,17 @@
 """AAN reader (released tsv, doubled folder, float labels, no quoting, huge fields), errors, stand-in."""
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from tasks.retrieval import AAN_FILES, RetrievalDataModule, read_aan, write_standin_aan
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_tsv(folder, split, lines):
@@ -130,3 +136,57 @@ def test_char_vocabulary_counts_both_columns(tmp_path):
     module.setup()
     assert module.splits["train"][0]["input"].tolist() == [3, 4, 2]  # a b <eos>
     assert module.splits["train"][0]["input2"].tolist() == [5, 6, 2]  # c d <eos>
+
+
+# ---- streaming memory --------------------------------------------------------------------------------------------
+
+PEAK_ANON_MEMORY = """
+import sys, threading, time
+import datasets
+from tasks.retrieval import RetrievalDataModule
+
+def anon_mb():  # private memory only: the Arrow cache's memory-mapped pages are page cache, not held data
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+
+datasets.disable_progress_bars()
+module = RetrievalDataModule(root_dir=sys.argv[1], vocab_size=257, dual_encoder=True, max_length=4000)
+base = peak = anon_mb()
+done = threading.Event()
+def watch():
+    global peak
+    while not done.is_set():
+        peak = max(peak, anon_mb())
+        time.sleep(0.02)
+watcher = threading.Thread(target=watch)
+watcher.start()
+module.prepare_data()
+done.set()
+watcher.join()
+print(f"{peak - base:.1f}")
+"""
+
+
+@pytest.mark.slow
+def test_streaming_reader_memory_stays_flat_on_a_200mb_file(tmp_path):
+    document = ('word é "quoted" ' * 400)[:5000]
+    row = f"1.0\tA\tB\t{document}\t{document}\n"
+    folder = tmp_path / "tsv_data"
+    write_tsv(folder, "val", [row.strip()])
+    write_tsv(folder, "test", [row.strip()])
+    with open(folder / AAN_FILES["train"], "w", encoding="utf-8") as handle:
+        for _ in range(200_000_000 // len(row.encode())):
+            handle.write(row)
+    assert (folder / AAN_FILES["train"]).stat().st_size > 195_000_000
+    # holding the file would take > 200 MB of text, or ~190 MB of int16 tokens; streaming takes a few batches
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_ANON_MEMORY, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+    )
+    growth_mb = float(result.stdout.split()[-1])
+    assert growth_mb < 120, f"private memory grew by {growth_mb:.0f} MB while caching a 200 MB tsv"
