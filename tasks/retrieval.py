@@ -147,7 +147,7 @@ class RetrievalDataModule(ByteTextDataModule):
         "google-research/long-range-arena README) and unpack it into paths.data_dir: the files are "
         "lra_release/lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv"
     )
-    standin_defaults = {"num_train": 2000, "num_eval": 400, "num_topics": 4, "max_bytes": 6000, "seed": 0}
+    standin_defaults = {"num_train": 400, "num_eval": 100, "num_topics": 4, "max_bytes": 1000, "seed": 0}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -357,7 +357,7 @@ class TextDataModule(ByteTextDataModule):
     s4 do, the test set (`val_split: test`). `synthetic=true` writes a learnable stand-in aclImdb tree instead."""
 
     task = "text"
-    standin_defaults = {"num_train": 2000, "num_test": 500, "max_bytes": 6000, "seed": 0}
+    standin_defaults = {"num_train": 400, "num_test": 100, "max_bytes": 1000, "seed": 0}
 
     def __init__(
         self,
