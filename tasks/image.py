@@ -12,10 +12,13 @@ import logging
 import os
 import pickle
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from tasks.arrays import ArrayDataModule
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +235,88 @@ def write_standin(folder: str | Path, train_size: int = 2000, test_size: int = 5
         {"train": make_standin_images(train_size, seed), "test": make_standin_images(test_size, seed + 1)},
     )
     return target
+
+
+# --------------------------------------------------------------------------- cache and batches
+
+
+def build_arrays(splits: dict[str, tuple[np.ndarray, np.ndarray]], greyscale: str, val_size: int, split_seed: int):
+    """Released splits → cache arrays: grey `input` uint8 [N, 1024] and `label` over train + test, and the row
+    indices `split_train` / `split_val` (the seeded split of the training images) / `split_test`."""
+    train_images, train_labels = splits["train"]
+    test_images, test_labels = splits["test"]
+    train_rows, val_rows = split_train_val(len(train_labels), val_size, split_seed)
+    return {
+        "input": np.concatenate([to_sequences(train_images, greyscale), to_sequences(test_images, greyscale)]),
+        "label": np.concatenate([train_labels, test_labels]),
+        "split_train": train_rows,
+        "split_val": val_rows,
+        "split_test": np.arange(len(test_labels)) + len(train_labels),
+    }
+
+
+def pixels_to_batch(rows: dict[str, np.ndarray], input_kind: str, mean: float, std: float) -> dict[str, torch.Tensor]:
+    """Grey uint8 rows → Contract-1 batch: floats (p/255 − mean)/std, or token ids p + 1 (0 stays padding)."""
+    pixels = torch.from_numpy(rows["input"])
+    if input_kind == "real":
+        values = (pixels.float() / 255.0 - mean) / std
+    else:
+        values = pixels.long() + 1
+    return {"input": values, "label": torch.from_numpy(rows["label"])}
+
+
+class ImageDataModule(ArrayDataModule):
+    """LRA Image: sequential greyscale CIFAR-10, 1024 pixels, 45k / 5k / 10k (S4/MEGA split).
+
+    input_kind="real": floats (p/255 − pixel_mean)/pixel_std (MEGA's recipe: 0.48 / 0.24);
+    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels; vocab 257).
+    greyscale="pil" (S4/MEGA, rounds) or "tf" (LRA, truncates; ±1 on some pixels).
+    """
+
+    name = "image"
+
+    def __init__(
+        self,
+        data_dir: str,
+        greyscale: str = "pil",
+        input_kind: str = "real",
+        pixel_mean: float = 0.48,
+        pixel_std: float = 0.24,
+        val_size: int = 5000,
+        split_seed: int = 42,
+        synthetic_size: tuple[int, int] = (2000, 500),
+        hub_cache: str | None = None,
+        **common,
+    ):
+        super().__init__(data_dir, **common)
+        if greyscale not in GREYSCALE:
+            raise ValueError(f"data.greyscale={greyscale!r}: choose one of {sorted(GREYSCALE)}")
+        if input_kind not in ("real", "tokens"):
+            raise ValueError(f"data.input_kind={input_kind!r}: choose real or tokens")
+        self.greyscale = greyscale
+        self.input_kind = input_kind
+        self.pixel_mean = pixel_mean
+        self.pixel_std = pixel_std
+        self.val_size = val_size if not self.synthetic else min(val_size, synthetic_size[0] // 10)
+        self.split_seed = split_seed
+        self.synthetic_size = tuple(synthetic_size)
+        self.hub_cache = hub_cache
+
+    def cache_options(self) -> dict:
+        options = {"greyscale": self.greyscale, "val_size": self.val_size, "split_seed": self.split_seed}
+        if self.synthetic:
+            options["synthetic_size"] = list(self.synthetic_size)
+        return {**super().cache_options(), **options}
+
+    def build(self) -> dict[str, np.ndarray]:
+        if self.synthetic:
+            source = self.data_dir / "standin"
+            log.warning("STAND-IN DATA (data.synthetic=true): class-patterned gratings, NOT CIFAR-10")
+            write_standin(source, *self.synthetic_size)
+            splits = read_cifar(source, hub_cache=source)
+        else:
+            splits = read_cifar(self.data_dir, self.hub_cache)
+        return build_arrays(splits, self.greyscale, self.val_size, self.split_seed)
+
+    def batch_transform(self):
+        return partial(pixels_to_batch, input_kind=self.input_kind, mean=self.pixel_mean, std=self.pixel_std)

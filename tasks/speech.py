@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import wave
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from tasks.arrays import ArrayDataModule
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +268,79 @@ def write_standin(folder: str | Path, clips_per_word: int = 60, seed: int = 0) -
     for split, list_name in LIST_FILES.items():
         (root / list_name).write_text("".join(f"{name}\n" for name in lists[split]))
     return root
+
+
+# --------------------------------------------------------------------------- cache and batches
+
+SPLITS = {"stratified": "S4/MEGA stratified 70/15/15", "official": "validation_list.txt / testing_list.txt"}
+NORMALISATIONS = ("per_step", "global", "none")
+STD_EPSILON = 1e-5  # S4/MEGA divide by std + 1e-5
+
+
+def build_arrays(root: str | Path, split: str, normalisation: str) -> dict[str, np.ndarray]:
+    """The SC10 tree → cache arrays: `input` int16 [N, 16000], `label`, row indices `split_{train,val,test}` and
+    the training statistics `stat_mean` / `stat_std` of int16/32768 (per time step, global, or 0/1 for none)."""
+    clips, labels, names = read_sc10(root)
+    rows = split_stratified(labels) if split == "stratified" else split_official(root, names)
+    if normalisation == "none":
+        mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
+    else:
+        mean, std = training_statistics(clips[np.sort(rows["train"])], per_step=normalisation == "per_step")
+    return {
+        "input": clips,
+        "label": labels,
+        **{f"split_{name}": index for name, index in rows.items()},
+        "stat_mean": mean,
+        "stat_std": std,
+    }
+
+
+def audio_to_batch(rows: dict[str, np.ndarray], mean: torch.Tensor, std: torch.Tensor) -> dict[str, torch.Tensor]:
+    """int16 rows → Contract-1 batch of floats (x/32768 − mean)/(std + 1e-5), as S4/MEGA's `normalise_data`."""
+    samples = torch.from_numpy(rows["input"]).float() / 32768.0
+    return {"input": (samples - mean) / (std + STD_EPSILON), "label": torch.from_numpy(rows["label"])}
+
+
+class SpeechDataModule(ArrayDataModule):
+    """SC10 raw: 16000 float samples per clip, 10 classes; S4/MEGA selection, split and normalisation by default.
+
+    split="stratified" (S4/MEGA 70/15/15, seeds 0 and 1) or "official" (the release's speaker-disjoint lists);
+    normalisation="per_step" (S4/MEGA: 16000 means/stds over training clips), "global" (one mean/std) or "none".
+    """
+
+    name = "speech"
+
+    def __init__(
+        self,
+        data_dir: str,
+        split: str = "stratified",
+        normalisation: str = "per_step",
+        synthetic_clips_per_word: int = 60,
+        **common,
+    ):
+        super().__init__(data_dir, **common)
+        if split not in SPLITS:
+            raise ValueError(f"data.split={split!r}: choose one of {sorted(SPLITS)}")
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"data.normalisation={normalisation!r}: choose one of {list(NORMALISATIONS)}")
+        self.split = split
+        self.normalisation = normalisation
+        self.synthetic_clips_per_word = synthetic_clips_per_word
+
+    def cache_options(self) -> dict:
+        options = {"split": self.split, "normalisation": self.normalisation}
+        if self.synthetic:
+            options["synthetic_clips_per_word"] = self.synthetic_clips_per_word
+        return {**super().cache_options(), **options}
+
+    def build(self) -> dict[str, np.ndarray]:
+        if self.synthetic:
+            log.warning("STAND-IN DATA (data.synthetic=true): synthetic tone bursts, NOT Speech Commands")
+            root = write_standin(self.data_dir / "standin", self.synthetic_clips_per_word)
+        else:
+            root = find_root(self.data_dir)
+        return build_arrays(root, self.split, self.normalisation)
+
+    def batch_transform(self):
+        mean, std = (torch.from_numpy(self.extras[k]) for k in ("stat_mean", "stat_std"))
+        return partial(audio_to_batch, mean=mean, std=std)
