@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from tasks import image
+from tests.conftest import TINY_MODEL
 
 
 def _write_batch(path, data, labels, byte_keys=True):
@@ -143,3 +144,13 @@ def test_datamodule_batches(tmp_path):
     assert truncating.cache_folder(truncating.raw_folder()) != module.cache_folder(module.raw_folder())
     with pytest.raises(ValueError, match="data.vocab_size"):
         image.ImageDataModule(root_dir=str(tmp_path), input_kind="tokens", vocab_size=256, max_length=1024)
+
+
+def test_demo_experiment_trains(make_cfg):
+    import train
+
+    cfg = make_cfg("experiment=lra_image_demo", *TINY_MODEL, "data.synthetic_sizes=[100,20]", "data.batch_size=8",
+                   "data.eval_batch_size=8", "trainer.max_steps=3")
+    results = train.train(cfg)
+    assert results["steps"] == 3 and results["test/acc"] is not None
+    assert cfg.model.input_kind == "real" and cfg.model.max_positions == 1024

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tasks import speech
+from tests.conftest import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +137,13 @@ def test_datamodule_normalises_with_training_statistics(tmp_path):
     assert batch["input"].shape == (4, 4000)
     with pytest.raises(ValueError, match="data.max_length=4000"):
         speech.SpeechDataModule(root_dir=str(tmp_path), max_length=16000, resolution=4)
+
+
+def test_demo_experiment_trains(make_cfg):
+    import train
+
+    cfg = make_cfg("experiment=sc_raw_demo", *TINY_MODEL, "data.synthetic_clips_per_word=8", "data.batch_size=4",
+                   "data.eval_batch_size=4", "trainer.max_steps=3")
+    results = train.train(cfg)
+    assert results["steps"] == 3 and results["test/acc"] is not None
+    assert cfg.model.max_positions == 2000 and cfg.data.resolution == 8
