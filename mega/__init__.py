@@ -1,0 +1,18 @@
+"""MEGA (Moving Average Equipped Gated Attention) in plain PyTorch."""
+
+from mega.classifier import MegaForSequenceClassification
+from mega.config import MegaConfig
+from mega.encoder import MegaEncoder
+from mega.heads import ClassifierHead, SequenceClassifier, combine_pair, pool
+from mega.hf import from_transformers
+
+__all__ = [
+    "ClassifierHead",
+    "MegaConfig",
+    "MegaEncoder",
+    "MegaForSequenceClassification",
+    "SequenceClassifier",
+    "combine_pair",
+    "from_transformers",
+    "pool",
+]

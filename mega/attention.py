@@ -1,0 +1,144 @@
+"""Moving-average gated attention sub-layer: EMA + gated single-head attention, Mega-chunk for any length."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mega.activations import ACTIVATIONS, laplace, relu2
+from mega.config import MegaConfig
+from mega.dropout import Dropout
+from mega.ema import MultiHeadEMA
+from mega.norms import build_norm
+from mega.positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+
+ELEMENT_FUNCTIONS = {"laplace": laplace, "relu2": relu2}
+
+
+def chunk(x: torch.Tensor, chunk_len: int) -> torch.Tensor:
+    """[B, L, ·] with L a multiple of chunk_len → [B, L / chunk_len, chunk_len, ·]."""
+    return x.view(x.size(0), -1, chunk_len, *x.shape[2:])
+
+
+def attention_weights(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    bias: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    causal: torch.Tensor | None,
+    function: str,
+    scaling: float,
+) -> torch.Tensor:
+    """Weights [B, K, C, C] for chunked query/key [B, K, C, z]; key_mask [B, K, C] (True = real), causal [C, C].
+
+    softmax: softmax(Q Kᵀ / √z + bias) over allowed keys; a chunk whose keys are all padding attends normally
+    (the reference's trick against NaN). laplace/relu2: f(Q Kᵀ / n + bias) · mask, n = allowed keys, no
+    renormalisation.
+    """
+    if function == "softmax":
+        scores = torch.matmul(query * scaling, key.transpose(-1, -2)) + bias
+        scores = scores.float()
+        blocked = None
+        if key_mask is not None:
+            blocked = ~(key_mask | ~key_mask.any(-1, keepdim=True))  # clear chunks that are all padding
+            blocked = blocked.unsqueeze(-2)
+        if causal is not None:
+            blocked = ~causal if blocked is None else blocked | ~causal
+        if blocked is not None:
+            # a finite minimum: a row with no allowed key gets uniform weights instead of NaN
+            scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
+        return torch.softmax(scores, dim=-1).to(query.dtype)
+
+    if causal is not None:
+        lengths = causal.sum(-1, keepdim=True).to(query.dtype)
+    elif key_mask is not None:
+        lengths = key_mask.sum(-1, keepdim=True).clamp(min=1).unsqueeze(-1).to(query.dtype)
+    else:
+        lengths = key.size(-2)
+    scores = torch.matmul(query, key.transpose(-1, -2)) / lengths + bias
+    weights = ELEMENT_FUNCTIONS[function](scores)
+    if key_mask is not None:
+        weights = weights * key_mask.unsqueeze(-2).to(weights.dtype)
+    if causal is not None:
+        weights = weights * causal.to(weights.dtype)
+    return weights
+
+
+class MovingAverageGatedAttention(nn.Module):
+    """X' = EMA(x̃);  Z = SiLU(X' W_z);  O = f(QKᵀ + b) V;  H = act(X' W_h + U_h(O ⊙ r));  y = x + φ ⊙ (H − x)."""
+
+    def __init__(self, config: MegaConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, zdim, vdim = config.hidden_size, config.shared_representation_size, config.intermediate_size
+        self.dim, self.zdim, self.vdim = dim, zdim, vdim
+        self.prenorm = config.normalize_before_mega
+        self.chunk_size = config.chunk_size if config.use_chunking else -1
+        self.causal = config.is_decoder
+        self.function = config.attention_activation
+        self.scaling = zdim**-0.5
+        self.activation = ACTIVATIONS[config.activation]
+        self.norm = build_norm(config.normalization_type, dim, config.norm_affine,
+                               config.rmsnorm_discards_normalization)
+        self.ema = MultiHeadEMA(dim, config.ema_projection_size, config.bidirectional, config.truncation)
+        self.v_proj = nn.Linear(dim, vdim)
+        self.mx_proj = nn.Linear(dim, zdim + vdim + 2 * dim)
+        self.h_proj = nn.Linear(vdim, dim)
+        self.qk_gamma = nn.Parameter(torch.empty(2, zdim))
+        self.qk_beta = nn.Parameter(torch.empty(2, zdim))
+        if config.relative_positional_bias == "simple":
+            self.rel_pos = SimpleRelativePositionalBias(config.attention_span)
+        else:
+            self.rel_pos = RotaryRelativePositionalBias(zdim)
+        self.dropout = Dropout(config.dropout_prob, config.use_feature_dropout)
+        self.hidden_dropout = Dropout(config.hidden_dropout_prob, config.use_feature_dropout)
+        self.attention_dropout = Dropout(config.attention_probs_dropout_prob)
+
+    def reset_parameters(self) -> None:
+        c = self.config
+        self.ema.reset_parameters(c.ema_delta_alpha_range, c.ema_beta_range, c.ema_gamma_omega_range)
+        for linear in (self.v_proj, self.mx_proj, self.h_proj):
+            nn.init.normal_(linear.weight, std=c.initializer_range)
+            nn.init.zeros_(linear.bias)
+        nn.init.normal_(self.qk_gamma, std=c.initializer_range)
+        nn.init.zeros_(self.qk_beta)
+        self.rel_pos.reset_parameters(c.initializer_range)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, L, D]; mask: [B, L] bool, True = real (None = no padding)."""
+        residual = x
+        if self.prenorm:
+            x = self.norm(x)
+        value = self.activation(self.v_proj(x))  # [B, L, v]  (eq. 10)
+        ema = self.dropout(self.ema(x, mask))  # [B, L, D]  (eq. 6)
+        gate_logits, zr, hx = self.mx_proj(ema).split([self.dim, self.zdim + self.vdim, self.dim], dim=-1)
+        zr = F.silu(zr)
+        shared, reset = zr.split([self.zdim, self.vdim], dim=-1)  # Z (eq. 7), r (eq. 12)
+        query = shared * self.qk_gamma[0] + self.qk_beta[0]  # eq. 8
+        key = shared * self.qk_gamma[1] + self.qk_beta[1]  # eq. 9
+        attended = self.attend(query, key, value, mask)  # [B, L, v]  (eq. 11)
+        out = self.dropout(self.activation(hx + self.h_proj(attended * reset)))  # eq. 14
+        out = torch.addcmul(residual, torch.sigmoid(gate_logits), out - residual)  # eq. 13, 15
+        return out if self.prenorm else self.norm(out)
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """Block-diagonal attention over chunks; pads to a multiple of the chunk internally and unpads."""
+        batch, seq_len, _ = query.shape
+        chunk_len = self.chunk_size if 0 < self.chunk_size < seq_len else seq_len
+        pad = -seq_len % chunk_len
+        if pad:
+            query, key, value = (F.pad(t, (0, 0, 0, pad)) for t in (query, key, value))
+            if mask is None:
+                mask = query.new_ones(batch, seq_len, dtype=torch.bool)
+            mask = F.pad(mask, (0, pad), value=False)
+        key_mask = chunk(mask, chunk_len) if mask is not None else None
+        causal = None
+        if self.causal:
+            causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=query.device).tril()
+        weights = attention_weights(chunk(query, chunk_len), chunk(key, chunk_len), self.rel_pos(chunk_len),
+                                    key_mask, causal, self.function, self.scaling)
+        weights = self.attention_dropout(weights)
+        out = torch.matmul(weights, self.hidden_dropout(chunk(value, chunk_len)))  # [B, K, C, v]
+        return out.reshape(batch, -1, self.vdim)[:, :seq_len]

@@ -1,0 +1,156 @@
+"""MegaConfig: every field of Hugging Face's MegaConfig (same names, same defaults) plus the LRA extras."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+NORMS = ("layernorm", "scalenorm", "rmsnorm", "batchnorm", "syncbatchnorm")
+ACTIVATIONS = ("silu", "relu", "linear", "gelu", "gelu_accurate")
+ATTENTION_FUNCTIONS = ("softmax", "laplace", "relu2")
+POSITIONAL_BIASES = ("simple", "rotary")
+INPUT_KINDS = ("tokens", "real")
+POOLINGS = ("mean", "cls", "last")
+PAIR_COMBINES = ("concat", "nli")
+
+
+@dataclass
+class MegaConfig:
+    # --- Hugging Face MegaConfig fields (transformers 4.37.2), same order and defaults ---
+    vocab_size: int = 30522
+    hidden_size: int = 128  # D
+    num_hidden_layers: int = 4
+    intermediate_size: int = 256  # v: value / attention-output width (not the FFN width)
+    ema_projection_size: int = 16  # N: EMA expansion dimension
+    bidirectional: bool = True
+    shared_representation_size: int = 64  # z: shared Q/K width
+    use_chunking: bool | None = None  # None: chunk_size > 0 (HF's default is False; config.json states it)
+    chunk_size: int = -1
+    truncation: int | None = None  # EMA kernel length T (None: the whole sequence)
+    normalize_before_mega: bool = True
+    normalization_type: str = "scalenorm"
+    norm_affine: bool = True
+    activation: str = "silu"
+    attention_activation: str = "softmax"
+    dropout_prob: float = 0.1
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    use_feature_dropout: bool = False
+    use_normalized_ffn: bool = True
+    nffn_hidden_size: int = 256  # F
+    normalize_before_ffn: bool = True
+    nffn_activation_dropout_prob: float = 0.1
+    max_positions: int = 2048
+    add_token_type_embeddings: bool = False
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    ema_delta_alpha_range: float = 0.2
+    ema_beta_range: float = 0.02
+    ema_gamma_omega_range: float = 1.0
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | None = 2
+    relative_positional_bias: str = "rotary"
+    classifier_dropout: float | None = None  # None: dropout_prob (reference); HF falls back to hidden_dropout_prob
+    use_cache: bool = True
+    add_lm_hidden_dense_layer: bool = True
+    is_decoder: bool = False  # HF PretrainedConfig field: causal attention mask
+
+    # --- LRA extras ---
+    input_kind: str = "tokens"  # "tokens" (ids) or "real" (pixels, audio samples)
+    pooling: str = "mean"  # over real positions only
+    num_labels: int = 2
+    dual_encoder: bool = False  # Retrieval: one shared encoder on two documents
+    pair_combine: str = "concat"  # "concat" (official code) or "nli" ([u, v, u*v, u-v])
+
+    # --- switches for the HF port's deviations (defaults = reference; mega.hf sets the port's values) ---
+    final_norm: bool | None = None  # None: a norm after the last layer when that layer is prenorm (reference)
+    mask_padded_states: bool = True  # zero padded positions after the embedding and at the output (reference)
+    embedding_dropout: bool = True  # dropout_prob on the embedding output (reference; the port has none)
+    rmsnorm_discards_normalization: bool = False  # the port's RMSNorm only multiplies by its weight
+
+    def __post_init__(self) -> None:
+        if self.use_chunking is None:
+            self.use_chunking = self.chunk_size > 0
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the option and the allowed values."""
+        _choice("normalization_type", self.normalization_type, NORMS)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("attention_activation", self.attention_activation, ATTENTION_FUNCTIONS)
+        _choice("relative_positional_bias", self.relative_positional_bias, POSITIONAL_BIASES)
+        _choice("input_kind", self.input_kind, INPUT_KINDS)
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("pair_combine", self.pair_combine, PAIR_COMBINES)
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "ema_projection_size",
+                     "shared_representation_size", "max_positions", "num_labels", "type_vocab_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"MegaConfig.{name}={getattr(self, name)} must be >= 1")
+        if self.use_normalized_ffn and self.nffn_hidden_size < 1:
+            raise ValueError(f"MegaConfig.nffn_hidden_size={self.nffn_hidden_size} must be >= 1 "
+                             "when use_normalized_ffn=True (or set use_normalized_ffn=False)")
+        if self.relative_positional_bias == "rotary" and self.shared_representation_size % 2:
+            raise ValueError(f"relative_positional_bias='rotary' needs an even shared_representation_size, got "
+                             f"{self.shared_representation_size}: make it even or use relative_positional_bias='simple'")
+        if self.use_chunking and self.chunk_size <= 0:
+            raise ValueError(f"use_chunking=True needs chunk_size > 0, got chunk_size={self.chunk_size}: "
+                             "set chunk_size (e.g. 128) or use_chunking=False")
+        if self.truncation is not None and self.truncation < 1:
+            raise ValueError(f"truncation={self.truncation} must be None (whole sequence) or >= 1")
+        for name in ("dropout_prob", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                     "nffn_activation_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"MegaConfig.{name}={value} must be in [0, 1)")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}) or None")
+        if self.input_kind == "real" and self.add_token_type_embeddings:
+            raise ValueError("add_token_type_embeddings=True needs input_kind='tokens'")
+        if self.input_kind == "real" and self.pooling == "cls":
+            raise ValueError("pooling='cls' needs input_kind='tokens' (real-valued inputs have no <CLS> token): "
+                             "use pooling='mean'")
+
+    # --- derived sizes ---
+    @property
+    def attention_span(self) -> int:
+        """P: positions covered by the simple relative bias (the chunk when chunking)."""
+        return self.chunk_size if self.use_chunking else self.max_positions
+
+    @property
+    def has_final_norm(self) -> bool:
+        if self.final_norm is not None:
+            return self.final_norm
+        return self.normalize_before_ffn if self.use_normalized_ffn else self.normalize_before_mega
+
+    @property
+    def head_dropout(self) -> float:
+        return self.dropout_prob if self.classifier_dropout is None else self.classifier_dropout
+
+    # --- (de)serialisation ---
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MegaConfig:
+        """Build from a dict such as an HF config.json; keys that are not MegaConfig fields are logged and ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        ignored = sorted(set(values) - names)
+        if ignored:
+            log.info("MegaConfig.from_dict: ignoring %d keys that are not MegaConfig fields: %s", len(ignored), ignored)
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> MegaConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"MegaConfig.{option}={value!r} is not supported; allowed values: {', '.join(allowed)}")

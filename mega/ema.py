@@ -1,0 +1,115 @@
+"""Multi-dimensional damped EMA (MultiHeadEMA): kernel from a few small powers, FFT convolution at fast lengths."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@cache
+def fast_fft_length(n: int) -> int:
+    """Smallest 2^a·3^b·5^c ≥ n (pocketfft is fast on these; 4L−2 = 2·8191 at L=4096 is not)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35 << max(0, math.ceil(math.log2(n / power35)))
+            while candidate // 2 >= n and candidate % 2 == 0:
+                candidate //= 2
+            if n <= candidate < best:
+                best = candidate
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
+class MultiHeadEMA(nn.Module):
+    """h_t = p ⊙ β x_t + q ⊙ h_{t−1},  y_t = Σ_n γ_n h_t[n] / √N;  output SiLU(y + ω ⊙ x).
+
+    Parameter names follow the reference code (delta plays the paper's α, alpha the paper's δ).
+    Bidirectional: a second kernel (rows D..2D−1) runs backwards in time; both include lag 0.
+    """
+
+    def __init__(self, dim: int, ndim: int, bidirectional: bool = True, truncation: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.ndim = ndim
+        self.bidirectional = bidirectional
+        self.truncation = truncation
+        self.scale = math.sqrt(1.0 / ndim)
+        kernel_dim = 2 * dim if bidirectional else dim
+        self.delta = nn.Parameter(torch.empty(kernel_dim, ndim, 1))
+        self.alpha = nn.Parameter(torch.empty(kernel_dim, ndim, 1))
+        self.beta = nn.Parameter(torch.empty(kernel_dim, ndim, 1))
+        self.gamma = nn.Parameter(torch.empty(kernel_dim, ndim))
+        self.omega = nn.Parameter(torch.empty(dim))
+
+    def reset_parameters(self, delta_alpha_std: float = 0.2, beta_std: float = 0.02, gamma_omega_std: float = 1.0):
+        with torch.no_grad():
+            nn.init.normal_(self.delta, std=delta_alpha_std)
+            nn.init.normal_(self.alpha, std=delta_alpha_std)
+            # β ~ N(0, beta_std) plus the sign pattern +1, −1, +1, … along N (the reference: "more stable")
+            signs = torch.ones(self.ndim, 1)
+            signs[1::2] = -1.0
+            nn.init.normal_(self.beta, std=beta_std).add_(signs)
+            nn.init.normal_(self.gamma, std=gamma_omega_std)
+            nn.init.normal_(self.omega, std=gamma_omega_std)
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """p = σ(delta) (input weight), q = 1 − p·σ(alpha) (decay), each [K, N, 1]."""
+        p = torch.sigmoid(self.delta)
+        q = 1.0 - p * torch.sigmoid(self.alpha)
+        return p, q
+
+    def kernel(self, length: int) -> torch.Tensor:
+        """k[d, l] = Σ_n γ[d,n]/√N · p[d,n] β[d,n] · q[d,n]^l, as [K, length].
+
+        q^(i·m + j) = q^(i·m) · q^j: two small power tables and one batched matmul instead of exp over K×N×length.
+        """
+        p, q = self.coefficients()
+        weight = (p * self.beta).squeeze(-1) * (self.gamma * self.scale)  # [K, N]
+        log_q = torch.log(q)  # [K, N, 1]
+        inner = max(1, math.isqrt(length - 1) + 1) if length > 1 else 1
+        outer = -(-length // inner)
+        steps = torch.arange(inner, device=q.device, dtype=q.dtype)
+        inner_powers = torch.exp(log_q * steps)  # [K, N, m]: q^j
+        outer_powers = torch.exp(log_q * (steps.new_tensor(range(outer)) * inner))  # [K, N, M]: q^(i·m)
+        kernel = torch.bmm((weight.unsqueeze(-1) * outer_powers).transpose(1, 2), inner_powers)  # [K, M, m]
+        return kernel.reshape(kernel.size(0), -1)[:, :length]
+
+    def kernel_length(self, seq_len: int) -> int:
+        return seq_len if self.truncation is None else min(self.truncation, seq_len)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, L, D], mask: [B, L] bool (True = real) or None → [B, L, D]."""
+        seq_len = x.size(1)
+        residual = x * self.omega
+        if mask is not None:
+            x = x * mask.unsqueeze(-1).to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):  # the convolution runs in float32 (reference)
+            y = self.convolve(x.float(), self.kernel(self.kernel_length(seq_len)).float())
+        return F.silu(y.to(residual.dtype) + residual)
+
+    def convolve(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        """y[t] = Σ_j k_f[j] x[t−j] (+ Σ_j k_b[j] x[t+j] when bidirectional) by one circular FFT convolution.
+
+        With n ≥ L + ℓ − 1 no lag wraps onto a real position, so n is the smallest fast length above that
+        (the reference uses 2·(L + ℓ − 1); the result is the same up to round-off).
+        """
+        seq_len, taps = x.size(1), kernel.size(1)
+        n = fast_fft_length(seq_len + taps - 1)
+        if self.bidirectional:
+            forward_k, backward_k = kernel.split(self.dim, dim=0)
+            # lag j ≥ 0 at index j, lag −j at index n − j (circular layout)
+            circular = F.pad(forward_k, (0, n - taps)) + torch.cat(
+                [backward_k[:, :1], kernel.new_zeros(self.dim, n - taps), backward_k[:, 1:].flip(-1)], dim=1)
+        else:
+            circular = kernel
+        x_f = torch.fft.rfft(x, n=n, dim=1)  # [B, n/2+1, D]
+        k_f = torch.fft.rfft(circular, n=n, dim=1).t()  # [n/2+1, D]
+        return torch.fft.irfft(x_f * k_f, n=n, dim=1)[:, :seq_len]

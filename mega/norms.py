@@ -1,0 +1,72 @@
+"""Normalisation layers on [B, L, D] tensors: scalenorm, rmsnorm, layernorm, batchnorm, syncbatchnorm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+EPS = 1e-5  # every norm of the reference uses 1e-5
+
+
+class ScaleNorm(nn.Module):
+    """y = g · x / sqrt(mean(x², -1) + eps) with one learned scalar g."""
+
+    def __init__(self, affine: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean_square = x.square().mean(-1, keepdim=True)
+        if self.weight is not None:
+            x = self.weight * x
+        return x * torch.rsqrt(mean_square + EPS)
+
+
+class RMSNorm(nn.Module):
+    """y = w ⊙ x / sqrt(mean(x², -1) + eps) with a per-channel weight w.
+
+    discard_normalization reproduces the HF port's bug (it only returns w ⊙ x).
+    """
+
+    def __init__(self, dim: int, affine: bool = True, discard_normalization: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+        self.discard_normalization = discard_normalization
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean_square = x.square().mean(-1, keepdim=True)
+        if self.weight is not None:
+            x = x * self.weight
+        if self.discard_normalization:
+            return x
+        return x * torch.rsqrt(mean_square + EPS)
+
+
+class SequenceBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over channels; statistics span (batch, time), padding included (as the reference)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class SequenceSyncBatchNorm(nn.SyncBatchNorm):
+    """SyncBatchNorm over channels (multi-GPU Path-X); plain BatchNorm when not distributed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def build_norm(kind: str, dim: int, affine: bool = True, rmsnorm_discards_normalization: bool = False) -> nn.Module:
+    """One norm instance of the given kind (names as MegaConfig.normalization_type)."""
+    if kind == "scalenorm":
+        return ScaleNorm(affine)
+    if kind == "rmsnorm":
+        return RMSNorm(dim, affine, rmsnorm_discards_normalization)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=EPS, elementwise_affine=affine)
+    if kind == "batchnorm":
+        return SequenceBatchNorm(dim, eps=EPS, affine=affine)
+    if kind == "syncbatchnorm":
+        return SequenceSyncBatchNorm(dim, eps=EPS, affine=affine)
+    raise ValueError(f"unknown normalization_type {kind!r}; allowed: scalenorm, rmsnorm, layernorm, batchnorm, "
+                     "syncbatchnorm")
