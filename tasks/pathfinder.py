@@ -9,8 +9,8 @@ Released layout (shared `lra-data.md` §7.1), under `lra_release/lra_release/` a
                                                       paddle_margin n_paddle_contrasts   (label 1 = connected)
     pathfinder<R>/<difficulty>/imgs/<batch>/sample_<i>.png   8-bit greyscale R×R
 
-Decoding 200k PNGs is slow and opens many files, so `pack` decodes them once into one uint8 `.npy` array (opened as
-a memmap afterwards). Splits are those of S4/MEGA: `random_split` 80/10/10 of the metadata order with seed 42.
+Decoding 200k PNGs is slow and opens many files, so the datamodule decodes them once into one uint8 `.npy` array
+of the `tasks.arrays` cache (opened as a memmap afterwards, read a whole batch at a time). Splits are those of S4/MEGA: `random_split` 80/10/10 of the metadata order with seed 42.
 Empty PNGs (the release has one, `pathfinder32/curv_baseline/imgs/0/sample_172.png`) are skipped, counted and
 logged, as LRA drops zero-byte images and S4/MEGA blacklist that file; any other unreadable image is an error.
 
@@ -20,14 +20,15 @@ Generate data in the same layout: `python -m tasks.pathfinder generate --help`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +36,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from tasks import pathfinder_generator as generator
+from tasks.arrays import ArrayDataModule
+from tasks.image import pixels_to_batch
 
 log = logging.getLogger(__name__)
 
 METADATA_FIELDS = 11  # see the module docstring
 LABEL_FIELD = 3
-PACK_VERSION = 1  # bump when the packed format changes, so old caches are rebuilt
 DECODE_CHUNK = 500  # images per unit of parallel decoding
 HOW_TO_GET = (
     "download lra_release.gz from https://github.com/google-research/long-range-arena and unpack it into data_dir "
@@ -140,73 +142,32 @@ def _decode_chunk(args: tuple[list[str], int]) -> np.ndarray:
     return np.stack([decode_png(p, resolution) for p in paths])
 
 
-# --------------------------------------------------------------------------- packed array cache
+# --------------------------------------------------------------------------- packed arrays and datamodule
 
 
-@dataclass
-class Packed:
-    """A packed difficulty folder: images uint8 [N, R, R] (memmap), labels int64 [N]."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    info: dict
-
-    @classmethod
-    def open(cls, folder: str | Path) -> Packed:
-        folder = Path(folder)
-        info = json.loads((folder / "info.json").read_text())
-        return cls(np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "labels.npy"), info)
-
-
-def pack_key(source: Path, resolution: int) -> str:
-    """Cache key: the source folder, its metadata files (names, sizes, times) and the packed format."""
-    h = hashlib.sha1(f"{source.resolve()}|{resolution}|{PACK_VERSION}".encode())
-    for f in sorted((source / "metadata").glob("*.npy")):
+def source_stamp(folder: Path) -> str:
+    """Identity of a released folder for the cache key: its path and its metadata files' names, sizes and times."""
+    h = hashlib.sha1(str(folder.resolve()).encode())
+    for f in sorted((folder / "metadata").glob("*.npy")):
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:12]
 
 
-def pack(source: str | Path, resolution: int, cache_root: str | Path, workers: int = 1) -> Path:
-    """Decode every image of a difficulty folder once into `cache_root/<name>-<key>/`; returns that folder.
-
-    Written to a temporary folder renamed when complete, so an interrupted run leaves no half cache.
-    """
-    source = Path(source)
-    target = Path(cache_root) / f"pathfinder{resolution}-{source.name}-{pack_key(source, resolution)}"
-    if (target / "info.json").is_file():
-        return target
-    samples, skipped = drop_empty(read_metadata(source))
-    if not samples:
-        raise ValueError(f"{source}: the metadata lists no readable image")
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                       shape=(len(samples), resolution, resolution))
+def decode_images(samples: list[Sample], resolution: int, target: str | Path, workers: int = 1) -> np.ndarray:
+    """Decode the samples' PNGs into a new uint8 `.npy` memmap [N, R·R] at `target` (never all in memory)."""
+    images = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8,
+                                       shape=(len(samples), resolution * resolution))
     chunks = [([str(s.path) for s in samples[i:i + DECODE_CHUNK]], resolution)
               for i in range(0, len(samples), DECODE_CHUNK)]
     workers = max(1, min(workers, len(chunks)))
-    log.info("packing %d Pathfinder%d images from %s into %s (%d workers)",
-             len(samples), resolution, source, target, workers)
     row = 0
     with ProcessPoolExecutor(workers) if workers > 1 else generator.InlineExecutor() as pool:
         for block in pool.map(_decode_chunk, chunks):
-            images[row:row + len(block)] = block
+            images[row:row + len(block)] = block.reshape(len(block), -1)
             row += len(block)
     images.flush()
-    del images
-    np.save(tmp / "labels.npy", np.array([s.label for s in samples], dtype=np.int64))
-    info = {"source": str(source.resolve()), "resolution": resolution, "count": len(samples),
-            "skipped_empty": [str(p) for p in skipped], "version": PACK_VERSION}
-    (tmp / "info.json").write_text(json.dumps(info, indent=1))
-    if skipped:
-        log.warning("skipped %d empty image(s) of %s", len(skipped), source)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process packed the same folder meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return images
 
 
 def split_indices(count: int, val_fraction: float = 0.1, test_fraction: float = 0.1,
@@ -216,6 +177,121 @@ def split_indices(count: int, val_fraction: float = 0.1, test_fraction: float = 
     parts = torch.utils.data.random_split(range(count), [count - val - test, val, test],
                                           generator=torch.Generator().manual_seed(seed))
     return {name: np.asarray(part.indices, dtype=np.int64) for name, part in zip(("train", "val", "test"), parts)}
+
+
+class PathfinderDataModule(ArrayDataModule):
+    """Pathfinder (resolution 32) / Path-X (128): R·R pixels in row-major order, 2 classes, 80/10/10 split.
+
+    input_kind="real": floats (p/255 − pixel_mean)/pixel_std (S4/MEGA: 0.5 / 0.5, i.e. [−1, 1]);
+    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels).
+    data_dir: searched for `[lra_release/[lra_release/]]pathfinder<R>/<difficulty>` (see `candidate_folders`).
+    synthetic=true: `synthetic_size` images of our generator (LRA's style for the resolution, with the
+    `synthetic_style` overrides, e.g. {contour_length: 6}) written in the released layout under
+    `data_dir/standin/` and read like the release. NOT the benchmark.
+    """
+
+    name = "pathfinder"
+
+    def __init__(
+        self,
+        data_dir: str,
+        resolution: int = 32,
+        difficulty: str = "hard",
+        input_kind: str = "real",
+        pixel_mean: float = 0.5,
+        pixel_std: float = 0.5,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 42,
+        synthetic_size: int = 2000,
+        synthetic_style: dict | None = None,
+        synthetic_seed: int = 0,
+        decode_workers: int | None = None,
+        **common,
+    ):
+        super().__init__(data_dir, **common)
+        if resolution not in generator.PRESETS:
+            raise ValueError(f"data.resolution={resolution}: choose one of {sorted(generator.PRESETS)}")
+        if input_kind not in ("real", "tokens"):
+            raise ValueError(f"data.input_kind={input_kind!r}: choose real or tokens")
+        self.resolution = resolution
+        self.difficulty = generator.difficulty_name(difficulty)
+        self.input_kind = input_kind
+        self.pixel_mean = pixel_mean
+        self.pixel_std = pixel_std
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.synthetic_size = synthetic_size
+        self.synthetic_style = dict(synthetic_style or {})
+        self.synthetic_seed = synthetic_seed
+        self.decode_workers = decode_workers or os.cpu_count() or 1
+        self.skipped: list[str] = []
+
+    def style(self) -> generator.PathfinderStyle:
+        """The generator style of the stand-in (an unknown key in synthetic_style is a config error)."""
+        fields = {f.name for f in dataclasses.fields(generator.PathfinderStyle)}
+        unknown = sorted(set(self.synthetic_style) - fields)
+        if unknown:
+            raise ValueError(f"data.synthetic_style: unknown option(s) {unknown}; choose from {sorted(fields)}")
+        return generator.style_for(self.resolution, self.difficulty, **self.synthetic_style)
+
+    def _standin_root(self) -> Path:
+        key = json.dumps([dataclasses.asdict(self.style()), self.synthetic_size, self.synthetic_seed], sort_keys=True)
+        return self.data_dir / "standin" / f"pathfinder-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+    def source(self) -> Path:
+        """The difficulty folder to read; the stand-in is generated first when synthetic and not yet written."""
+        if not self.synthetic:
+            return find_folder(self.data_dir, self.resolution, self.difficulty)
+        root = self._standin_root()
+        folder = root / f"pathfinder{self.resolution}" / self.difficulty
+        if not (folder / "metadata").is_dir():
+            log.warning("STAND-IN DATA (data.synthetic=true): %d images of our Pathfinder generator, "
+                        "NOT the LRA benchmark", self.synthetic_size)
+            partial_root = root.with_name(f"{root.name}.partial-{os.getpid()}")
+            generator.write_dataset(partial_root, self.style(), self.synthetic_size, seed=self.synthetic_seed,
+                                    difficulty=self.difficulty, workers=self.decode_workers)
+            partial_root.rename(root)
+        return folder
+
+    def cache_options(self) -> dict:
+        options = {"resolution": self.resolution, "difficulty": self.difficulty, "split_seed": self.split_seed,
+                   "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
+        if self.synthetic:
+            options["standin"] = self._standin_root().name
+        else:
+            options["source"] = source_stamp(self.source())
+        return {**super().cache_options(), **options}
+
+    def build(self) -> dict[str, np.ndarray]:
+        folder = self.source()
+        samples, skipped = drop_empty(read_metadata(folder))
+        if not samples:
+            raise ValueError(f"{folder}: the metadata lists no readable image")
+        if skipped:
+            log.warning("Pathfinder: skipped %d empty image(s) in %s", len(skipped), folder)
+        self.skipped = [str(p) for p in skipped]
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        log.info("decoding %d Pathfinder%d images from %s (%d workers)",
+                 len(samples), self.resolution, folder, self.decode_workers)
+        scratch = self.cache_dir / f"pathfinder-decode-{os.getpid()}.npy"
+        self._scratch = scratch
+        images = decode_images(samples, self.resolution, scratch, self.decode_workers)
+        splits = split_indices(len(samples), self.val_fraction, self.test_fraction, self.split_seed)
+        return {"input": images, "label": np.array([s.label for s in samples], dtype=np.int64),
+                **{f"split_{name}": rows for name, rows in splits.items()}}
+
+    def prepare_data(self) -> None:
+        self._scratch: Path | None = None
+        try:
+            super().prepare_data()
+        finally:
+            if self._scratch is not None:
+                self._scratch.unlink(missing_ok=True)
+
+    def batch_transform(self):
+        return partial(pixels_to_batch, input_kind=self.input_kind, mean=self.pixel_mean, std=self.pixel_std)
 
 
 # --------------------------------------------------------------------------- command line
