@@ -1,0 +1,140 @@
+"""Train and test one model: `python train.py experiment=lra_listops [overrides]` (see README).
+
+seed → instantiate datamodule, module, callbacks, loggers, trainer (all by `_target_`) → fit → test the
+best-validation checkpoint → write results.json into the run dir → return the monitored metric (for sweepers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from tasks.module import count_parameters
+
+log = logging.getLogger("train")
+
+
+def checkpoint_file(path: str) -> Path:
+    """A .ckpt file as given, or the last checkpoint of a run dir (or of its checkpoints/ folder)."""
+    given = Path(path)
+    candidates = [given] if given.is_file() else [given / "checkpoints" / "last.ckpt", given / "last.ckpt"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"ckpt_path={path}: no checkpoint at {' or '.join(str(c) for c in candidates)}")
+
+
+def run_dir_of(path: str) -> Path:
+    """The run dir a checkpoint (file, checkpoints/ folder or run dir) belongs to."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def resume_dir(ckpt_path: str | None, default: str) -> str:
+    """hydra.run.dir: the checkpoint's own run dir when resuming, else `default`."""
+    return str(run_dir_of(ckpt_path)) if ckpt_path else default
+
+
+def stable_id(run_dir: str) -> str:
+    """W&B run id derived from the absolute run dir: the same dir resumes the same W&B run."""
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def run_stamp(run_dir: str) -> str:
+    """Short readable run label: the last two parts of the run dir (e.g. `runs/2026-01-01_12-00-00` → time)."""
+    parts = Path(run_dir).parts
+    return parts[-1] if parts[-2:-1] == ("runs",) else "_".join(parts[-2:])
+
+
+def run_tags(task: str | None, model: str | None, extra: Any) -> list[str]:
+    """W&B tags: task and model variant, then the user's `tags`."""
+    return [str(t) for t in [task, model, *(extra or [])] if t]
+
+
+def or_default(value: Any, default: Any) -> Any:
+    """`value` unless it is null."""
+    return default if value is None else value
+
+
+for _name, _resolver in {"resume_dir": resume_dir, "stable_id": stable_id, "run_stamp": run_stamp,
+                         "run_tags": run_tags, "or_default": or_default}.items():
+    OmegaConf.register_new_resolver(_name, _resolver, replace=True)
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` node of a group (callbacks, logger); empty or null nodes are skipped."""
+    return [hydra.utils.instantiate(node) for node in (group or {}).values() if node and "_target_" in node]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test as configured; return the results written to results.json."""
+    started = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    module: L.LightningModule = hydra.utils.instantiate(cfg.module)
+    callbacks, loggers = instantiate_all(cfg.get("callbacks")), instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(resolved)
+
+    ckpt = checkpoint_file(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if ckpt is not None:
+        log.info("Resuming from %s", ckpt)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    test_metrics: dict[str, float] = {}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("test"):
+        if not best:
+            log.warning("No best checkpoint (no checkpoint callback or no validation): testing the final weights")
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+
+    counts = count_parameters(module.net)
+    results = {
+        "experiment": cfg.get("name"),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "val/acc_best": fit_metrics.get("val/acc_best"),
+        **{k: test_metrics.get(k) for k in ("test/acc", "test/loss")},
+        **test_metrics,
+        "params/total": counts["total"],
+        "params/embedding": counts["embedding"],
+        "steps": trainer.global_step,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "train/samples_per_second": module.samples_seen / module.train_time if module.train_time else None,
+        "best_checkpoint": best or None,
+        "run_dir": str(run_dir),
+    }
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        log.info("Results: %s", json.dumps(results))
+    results["metric"] = fit_metrics.get(cfg.optimized_metric, results.get(cfg.optimized_metric))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)["metric"]
+    finally:
+        import wandb  # each job of a multirun must be its own W&B run
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main()
