@@ -113,16 +113,17 @@ def _near_segment(size: int, scale: int, start: np.ndarray, end: np.ndarray, rad
 
     Returns (row slice, column slice, bool mask of that window) so callers touch only a small window.
     """
-    lo = np.floor((np.minimum(start, end) - radius) * scale).astype(int).clip(0, size)
-    hi = np.ceil((np.maximum(start, end) + radius) * scale).astype(int).clip(0, size)
-    ys = ((np.arange(lo[0], hi[0]) + 0.5) / scale)[:, None]
-    xs = ((np.arange(lo[1], hi[1]) + 0.5) / scale)[None, :]
-    d = end - start
-    length2 = float(d @ d)
-    # closest point of the segment: start + t·d, t clipped to [0, 1]
-    t = np.clip(((ys - start[0]) * d[0] + (xs - start[1]) * d[1]) / length2, 0.0, 1.0) if length2 > 0 else 0.0
-    mask = (ys - start[0] - t * d[0]) ** 2 + (xs - start[1] - t * d[1]) ** 2 <= radius * radius
-    return slice(lo[0], hi[0]), slice(lo[1], hi[1]), mask
+    (y0, x0), (y1, x1) = start.tolist(), end.tolist()
+    rows = slice(max(math.floor((min(y0, y1) - radius) * scale), 0), min(math.ceil((max(y0, y1) + radius) * scale), size))
+    cols = slice(max(math.floor((min(x0, x1) - radius) * scale), 0), min(math.ceil((max(x0, x1) + radius) * scale), size))
+    ys = ((np.arange(rows.start, rows.stop) + 0.5) / scale - y0)[:, None]  # offsets from start
+    xs = ((np.arange(cols.start, cols.stop) + 0.5) / scale - x0)[None, :]
+    dy, dx = y1 - y0, x1 - x0
+    length2 = dy * dy + dx * dx
+    if length2 > 0:  # closest point of the segment: start + t·(dy, dx), t clipped to [0, 1]
+        t = np.minimum(np.maximum((ys * dy + xs * dx) / length2, 0.0), 1.0)
+        ys, xs = ys - t * dy, xs - t * dx
+    return rows, cols, ys * ys + xs * xs <= radius * radius
 
 
 class _Scene:
@@ -146,7 +147,7 @@ class _Scene:
         return np.all((points >= self.low) & (points < self.high), axis=-1)
 
     def _collides(self, start: np.ndarray, end: np.ndarray) -> bool:
-        if not (self._inside(start) and self._inside(end)):
+        if not all(self.low <= v < self.high for v in (*start.tolist(), *end.tolist())):
             return True
         rows, cols, core = _near_segment(self.style.resolution, 1, start, end, self.style.thickness / 2)
         return bool(np.any(self.occupied[rows, cols] & core))
