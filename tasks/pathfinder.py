@@ -10,7 +10,8 @@ Released layout (shared `lra-data.md` §7.1), under `lra_release/lra_release/` a
     pathfinder<R>/<difficulty>/imgs/<batch>/sample_<i>.png   8-bit greyscale R×R
 
 Decoding 200k PNGs is slow and opens many files, so the datamodule decodes them once into one uint8 `.npy` array
-of the `tasks.arrays` cache (opened as a memmap afterwards, read a whole batch at a time). Splits are those of S4/MEGA: `random_split` 80/10/10 of the metadata order with seed 42.
+(opened as a memmap afterwards and read a whole batch at a time). Splits are those of S4/MEGA: `random_split`
+80/10/10 of the metadata order with seed 42.
 Empty PNGs (the release has one, `pathfinder32/curv_baseline/imgs/0/sample_172.png`) are skipped, counted and
 logged, as LRA drops zero-byte images and S4/MEGA blacklist that file; any other unreadable image is an error.
 
@@ -21,22 +22,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from tasks import pathfinder_generator as generator
-from tasks.arrays import ArrayDataModule
+from tasks.data import CACHE_VERSION, SPLITS, SequenceDataModule
 from tasks.image import pixels_to_batch
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ METADATA_FIELDS = 11  # see the module docstring
 LABEL_FIELD = 3
 DECODE_CHUNK = 500  # images per unit of parallel decoding
 HOW_TO_GET = (
-    "download lra_release.gz from https://github.com/google-research/long-range-arena and unpack it into data_dir "
-    "(`tar xzf lra_release.gz -C <data_dir>` gives <data_dir>/lra_release/lra_release/pathfinder32/...), "
+    "download lra_release.gz from https://github.com/google-research/long-range-arena and unpack it into "
+    "paths.data_dir (`tar xzf lra_release.gz -C <data_dir>` gives <data_dir>/lra_release/lra_release/pathfinder32/), "
     "generate our stand-in with `python -m tasks.pathfinder generate --out <data_dir>/lra_release`, "
     "or run with data.synthetic=true (a small generated set, not the benchmark)"
 )
@@ -58,25 +58,7 @@ class Sample:
     label: int
 
 
-# --------------------------------------------------------------------------- locating and reading the release
-
-
-def candidate_folders(data_dir: str | Path, resolution: int, difficulty: str) -> list[Path]:
-    """Where `pathfinder<R>/<difficulty>` may lie under data_dir, most specific layout first."""
-    root = Path(data_dir).expanduser()
-    tail = Path(f"pathfinder{resolution}") / generator.difficulty_name(difficulty)
-    prefixes = [Path("lra_release/lra_release"), Path("lra_release"), Path("."), Path("pathfinder")]
-    return [root / prefix / tail for prefix in prefixes]
-
-
-def find_folder(data_dir: str | Path, resolution: int, difficulty: str) -> Path:
-    """The released difficulty folder (with `metadata/`) under data_dir; a clear error listing the tried paths."""
-    candidates = candidate_folders(data_dir, resolution, difficulty)
-    for folder in candidates:
-        if (folder / "metadata").is_dir():
-            return folder
-    tried = "\n  ".join(str(c / "metadata") for c in candidates)
-    raise FileNotFoundError(f"Pathfinder{resolution} data not found; looked for\n  {tried}\nTo get it: {HOW_TO_GET}.")
+# --------------------------------------------------------------------------- reading the release
 
 
 def read_metadata(folder: str | Path) -> list[Sample]:
@@ -145,13 +127,9 @@ def _decode_chunk(args: tuple[list[str], int]) -> np.ndarray:
 # --------------------------------------------------------------------------- packed arrays and datamodule
 
 
-def source_stamp(folder: Path) -> str:
-    """Identity of a released folder for the cache key: its path and its metadata files' names, sizes and times."""
-    h = hashlib.sha1(str(folder.resolve()).encode())
-    for f in sorted((folder / "metadata").glob("*.npy")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:12]
+def metadata_stamp(folder: Path) -> dict[str, list[int]]:
+    """Size and modification time of every metadata file: a changed release invalidates the cache."""
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted((folder / "metadata").glob("*.npy"))}
 
 
 def decode_images(samples: list[Sample], resolution: int, target: str | Path, workers: int = 1) -> np.ndarray:
@@ -179,119 +157,149 @@ def split_indices(count: int, val_fraction: float = 0.1, test_fraction: float = 
     return {name: np.asarray(part.indices, dtype=np.int64) for name, part in zip(("train", "val", "test"), parts)}
 
 
-class PathfinderDataModule(ArrayDataModule):
-    """Pathfinder (resolution 32) / Path-X (128): R·R pixels in row-major order, 2 classes, 80/10/10 split.
+class PixelRows(torch.utils.data.Dataset):
+    """Rows `indices` of a packed cache; torch's fetcher reads a whole batch with one fancy index (`__getitems__`).
 
-    input_kind="real": floats (p/255 − pixel_mean)/pixel_std (S4/MEGA: 0.5 / 0.5, i.e. [−1, 1]);
-    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels).
-    data_dir: searched for `[lra_release/[lra_release/]]pathfinder<R>/<difficulty>` (see `candidate_folders`).
-    synthetic=true: `synthetic_size` images of our generator (LRA's style for the resolution, with the
-    `synthetic_style` overrides, e.g. {contour_length: 6}) written in the released layout under
-    `data_dir/standin/` and read like the release. NOT the benchmark.
+    The memory maps open lazily in each process, so DataLoader workers never pickle array contents.
     """
 
-    name = "pathfinder"
+    def __init__(self, folder: Path, indices: np.ndarray):
+        self.folder, self.indices = folder, indices
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitems__(self, positions: list[int]) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in ("input", "label")}
+        rows = self.indices[positions]
+        order = np.argsort(rows)  # read in ascending order (kinder to the page cache), return in sampler order
+        restore = np.argsort(order)
+        return {name: array[rows[order]][restore] for name, array in self._arrays.items()}
+
+    def __getitem__(self, position: int) -> dict[str, np.ndarray]:
+        return {name: values[0] for name, values in self.__getitems__([position]).items()}
+
+
+class PathfinderDataModule(SequenceDataModule):
+    """Pathfinder (resolution 32) / Path-X (128): R·R pixels in row-major order, 2 classes, 80/10/10 split.
+
+    The cache is a folder of arrays instead of the base's Arrow tables: `input.npy` uint8 [N, R·R] (decoded once,
+    straight into a memmap), `label.npy`, `split_{train,val,test}.npy` row indices and the base's `meta.json`.
+    input_kind="real": floats (p/255 − pixel_mean)/pixel_std (S4/MEGA: 0.5 / 0.5, i.e. [−1, 1]);
+    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels; vocab 257).
+    synthetic=true: `synthetic_size` images of our generator (LRA's style for the resolution with the
+    `synthetic_style` overrides, e.g. {contour_length: 6}), written in the released layout and read like it.
+    """
+
+    task = "pathfinder"
+    download_hint = f"To get it: {HOW_TO_GET}"
 
     def __init__(
         self,
-        data_dir: str,
         resolution: int = 32,
         difficulty: str = "hard",
-        input_kind: str = "real",
         pixel_mean: float = 0.5,
         pixel_std: float = 0.5,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 42,
         synthetic_size: int = 2000,
-        synthetic_style: dict | None = None,
+        synthetic_style: dict[str, Any] | None = None,
         synthetic_seed: int = 0,
         decode_workers: int | None = None,
-        **common,
-    ):
-        super().__init__(data_dir, **common)
+        input_kind: str = "real",
+        vocab_size: int | None = 257,
+        **common: Any,
+    ) -> None:
+        super().__init__(input_kind=input_kind, vocab_size=vocab_size, **common)
         if resolution not in generator.PRESETS:
             raise ValueError(f"data.resolution={resolution}: choose one of {sorted(generator.PRESETS)}")
-        if input_kind not in ("real", "tokens"):
-            raise ValueError(f"data.input_kind={input_kind!r}: choose real or tokens")
+        if self.max_length != resolution * resolution:
+            raise ValueError(f"data.max_length={self.max_length} but data.resolution={resolution} gives sequences "
+                             f"of {resolution * resolution}: set data.max_length={resolution * resolution} "
+                             "(data=pathx sets both for 128)")
         self.resolution = resolution
         self.difficulty = generator.difficulty_name(difficulty)
-        self.input_kind = input_kind
-        self.pixel_mean = pixel_mean
-        self.pixel_std = pixel_std
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.split_seed = split_seed
-        self.synthetic_size = synthetic_size
+        self.release_folders = (f"pathfinder{resolution}/{self.difficulty}",
+                                f"pathfinder/pathfinder{resolution}/{self.difficulty}")  # as released, as in S4
+        self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.synthetic_size, self.synthetic_seed = synthetic_size, synthetic_seed
         self.synthetic_style = dict(synthetic_style or {})
-        self.synthetic_seed = synthetic_seed
         self.decode_workers = decode_workers or os.cpu_count() or 1
         self.skipped: list[str] = []
 
+    # ---- raw files ----------------------------------------------------------------------------------------------
+
+    def candidate_folders(self) -> list[Path]:
+        if self.data_dir is not None and not (self.data_dir / "metadata").is_dir():  # a folder holding pathfinder<R>/
+            return [self.data_dir / name for name in self.release_folders]
+        return super().candidate_folders()
+
+    def check_folder(self, folder: Path) -> None:
+        if not any((folder / "metadata").glob("*.npy")):
+            raise FileNotFoundError(f"{folder} has no metadata/*.npy files; point data.data_dir at the "
+                                    f"pathfinder{self.resolution}/{self.difficulty} folder of the release. {HOW_TO_GET}")
+
     def style(self) -> generator.PathfinderStyle:
-        """The generator style of the stand-in (an unknown key in synthetic_style is a config error)."""
+        """The stand-in's generator style; an unknown key in `synthetic_style` is a config error."""
         fields = {f.name for f in dataclasses.fields(generator.PathfinderStyle)}
         unknown = sorted(set(self.synthetic_style) - fields)
         if unknown:
             raise ValueError(f"data.synthetic_style: unknown option(s) {unknown}; choose from {sorted(fields)}")
         return generator.style_for(self.resolution, self.difficulty, **self.synthetic_style)
 
-    def _standin_root(self) -> Path:
-        key = json.dumps([dataclasses.asdict(self.style()), self.synthetic_size, self.synthetic_seed], sort_keys=True)
-        return self.data_dir / "standin" / f"pathfinder-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    def synthetic_options(self) -> dict[str, Any]:
+        return {"style": dataclasses.asdict(self.style()), "size": self.synthetic_size, "seed": self.synthetic_seed}
 
-    def source(self) -> Path:
-        """The difficulty folder to read; the stand-in is generated first when synthetic and not yet written."""
-        if not self.synthetic:
-            return find_folder(self.data_dir, self.resolution, self.difficulty)
-        root = self._standin_root()
-        folder = root / f"pathfinder{self.resolution}" / self.difficulty
-        if not (folder / "metadata").is_dir():
-            log.warning("STAND-IN DATA (data.synthetic=true): %d images of our Pathfinder generator, "
-                        "NOT the LRA benchmark", self.synthetic_size)
-            partial_root = root.with_name(f"{root.name}.partial-{os.getpid()}")
-            generator.write_dataset(partial_root, self.style(), self.synthetic_size, seed=self.synthetic_seed,
-                                    difficulty=self.difficulty, workers=self.decode_workers)
-            partial_root.rename(root)
-        return folder
+    def generate(self, folder: Path, synthetic: bool) -> None:
+        log.warning("STAND-IN DATA (data.synthetic=true): %d images of our Pathfinder generator, NOT the LRA "
+                    "benchmark", self.synthetic_size)
+        generator.write_dataset(folder, self.style(), self.synthetic_size, seed=self.synthetic_seed,
+                                workers=self.decode_workers)
 
-    def cache_options(self) -> dict:
-        options = {"resolution": self.resolution, "difficulty": self.difficulty, "split_seed": self.split_seed,
-                   "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
-        if self.synthetic:
-            options["standin"] = self._standin_root().name
-        else:
-            options["source"] = source_stamp(self.source())
-        return {**super().cache_options(), **options}
+    # ---- array cache --------------------------------------------------------------------------------------------
 
-    def build(self) -> dict[str, np.ndarray]:
-        folder = self.source()
+    def cache_key(self, folder: Path) -> dict[str, Any]:
+        return {"version": CACHE_VERSION, "task": self.task, "source": str(folder.resolve()),
+                "files": metadata_stamp(folder),
+                "resolution": self.resolution, "split": [self.val_fraction, self.test_fraction, self.split_seed]}
+
+    def _write_cache(self, folder: Path, out: Path) -> None:
         samples, skipped = drop_empty(read_metadata(folder))
         if not samples:
             raise ValueError(f"{folder}: the metadata lists no readable image")
         if skipped:
             log.warning("Pathfinder: skipped %d empty image(s) in %s", len(skipped), folder)
         self.skipped = [str(p) for p in skipped]
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True)
         log.info("decoding %d Pathfinder%d images from %s (%d workers)",
                  len(samples), self.resolution, folder, self.decode_workers)
-        scratch = self.cache_dir / f"pathfinder-decode-{os.getpid()}.npy"
-        self._scratch = scratch
-        images = decode_images(samples, self.resolution, scratch, self.decode_workers)
+        decode_images(samples, self.resolution, out / "input.npy", self.decode_workers)
+        np.save(out / "label.npy", np.array([s.label for s in samples], dtype=np.int64))
         splits = split_indices(len(samples), self.val_fraction, self.test_fraction, self.split_seed)
-        return {"input": images, "label": np.array([s.label for s in samples], dtype=np.int64),
-                **{f"split_{name}": rows for name, rows in splits.items()}}
+        for name, rows in splits.items():
+            np.save(out / f"split_{name}.npy", rows)
+        meta = {"key": self.cache_key(folder), "splits": {k: {"examples": len(v)} for k, v in splits.items()},
+                "skipped_empty": self.skipped}
+        (out / "meta.json").write_text(json.dumps(meta, indent=2))
 
-    def prepare_data(self) -> None:
-        self._scratch: Path | None = None
-        try:
-            super().prepare_data()
-        finally:
-            if self._scratch is not None:
-                self._scratch.unlink(missing_ok=True)
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        cache = self.cache_folder(self.raw_folder())
+        if not (cache / "meta.json").is_file():
+            raise FileNotFoundError(f"{cache} is missing: call prepare_data() before setup()")
+        self.splits = {split: PixelRows(cache, np.load(cache / f"split_{split}.npy")) for split in SPLITS}
 
-    def batch_transform(self):
-        return partial(pixels_to_batch, input_kind=self.input_kind, mean=self.pixel_mean, std=self.pixel_std)
+    def collate(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """A batch of packed rows → Contract-1 batch (no mask: every sequence has R·R pixels)."""
+        return pixels_to_batch(rows, self.input_kind, self.pixel_mean, self.pixel_std)
 
 
 # --------------------------------------------------------------------------- command line
@@ -304,8 +312,9 @@ def _generate_command(args: argparse.Namespace) -> None:
     if args.distractor_dashes is not None:
         overrides["distractor_dashes"] = args.distractor_dashes
     style = generator.style_for(args.resolution, args.difficulty, **overrides)
-    folder = generator.write_dataset(args.out, style, args.num_images, seed=args.seed, difficulty=args.difficulty,
-                                     images_per_batch=args.images_per_batch, workers=args.workers)
+    folder = Path(args.out) / f"pathfinder{args.resolution}" / generator.difficulty_name(args.difficulty)
+    generator.write_dataset(folder, style, args.num_images, seed=args.seed, images_per_batch=args.images_per_batch,
+                            workers=args.workers)
     print(f"wrote {args.num_images} images to {folder}")
 
 

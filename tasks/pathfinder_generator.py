@@ -7,7 +7,7 @@ differ only in which end is marked. Paths grow dash by dash: the next direction 
 with weight cos²(min(continuity·|turn|, π/2)), restricted to free space of an occupancy grid that keeps dashes of
 different paths `margin` apart. Images are drawn at `antialias`× resolution and average-pooled.
 
-`write_dataset` writes the released layout (`pathfinder<R>/<difficulty>/imgs/<batch>/sample_<i>.png` and plain-text
+`write_dataset` writes the released layout of a difficulty folder (`imgs/<batch>/sample_<i>.png` and plain-text
 `metadata/<batch>.npy`), so the reader in `tasks.pathfinder` loads generated and released data alike.
 """
 
@@ -287,13 +287,14 @@ def _tasks(num_images: int) -> Iterator[tuple[int, int]]:
         yield task, min(IMAGES_PER_TASK, num_images - first)
 
 
-def write_dataset(root: str | Path, style: PathfinderStyle, num_images: int, seed: int = 0,
-                  difficulty: str = "hard", images_per_batch: int = 1000, workers: int | None = None) -> Path:
-    """Write `root/pathfinder<R>/<difficulty>/{imgs,metadata}` as released; returns the difficulty folder.
+def write_dataset(folder: str | Path, style: PathfinderStyle, num_images: int, seed: int = 0,
+                  images_per_batch: int = 1000, workers: int | None = None) -> Path:
+    """Write `folder/imgs/<batch>/sample_<i>.png` and `folder/metadata/<batch>.npy` as released (the folder is
+    `pathfinder<R>/<difficulty>` in the release); returns the folder.
 
     The images depend on (style, seed, num_images) only, not on `workers`.
     """
-    folder = Path(root) / f"pathfinder{style.resolution}" / difficulty_name(difficulty)
+    folder = Path(folder)
     workers = max(1, min(workers or os.cpu_count() or 1, math.ceil(num_images / IMAGES_PER_TASK)))
     jobs = [(style, seed, task, count) for task, count in _tasks(num_images)]
     lines: dict[int, list[str]] = {}

@@ -24,6 +24,10 @@ SMALL = gen.style_for(32, contour_length=4, distractor_dashes=4)
 EIGHT = np.ones((3, 3), dtype=bool)
 
 
+def module(root: Path, **options) -> pf.PathfinderDataModule:
+    return pf.PathfinderDataModule(root_dir=str(root), **{"decode_workers": 1, "batch_size": 8, **options})
+
+
 def write_release(root: Path, lines_per_file: dict[str, list[str]], resolution: int = 32,
                   difficulty: str = "curv_contour_length_14") -> Path:
     """Metadata files with the given lines, and a random PNG for every line."""
@@ -74,18 +78,30 @@ def test_metadata_file_names_must_be_numbers(tmp_path):
         pf.read_metadata(folder)
 
 
-@pytest.mark.parametrize("prefix", ["lra_release/lra_release", "lra_release", "."])
-def test_find_folder_accepts_released_layouts(tmp_path, prefix):
+@pytest.mark.parametrize("prefix", ["lra_release/lra_release", "lra_release", ".", "pathfinder"])
+def test_released_layouts_are_found(tmp_path, prefix):
     folder = write_release(tmp_path / prefix, {"0.npy": [line(0, 0, 1)]}, resolution=128)
-    assert pf.find_folder(tmp_path, 128, "hard") == folder
+    assert module(tmp_path, resolution=128, max_length=128 * 128).raw_folder() == folder
+
+
+def test_explicit_data_dir(tmp_path):
+    folder = write_release(tmp_path / "elsewhere", {"0.npy": [line(0, 0, 1)]})
+    assert module(tmp_path, data_dir=str(folder)).raw_folder() == folder
+    assert module(tmp_path, data_dir=str(tmp_path / "elsewhere")).raw_folder() == folder
 
 
 def test_missing_data_names_expected_paths_and_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
-        pf.find_folder(tmp_path, 32, "hard")
+        module(tmp_path).raw_folder()
     message = str(err.value)
-    assert "lra_release/lra_release/pathfinder32/curv_contour_length_14/metadata" in message
+    assert str(tmp_path / "lra_release/lra_release/pathfinder32/curv_contour_length_14") in message
     assert "lra_release.gz" in message and "data.synthetic=true" in message
+
+
+def test_folder_without_metadata_is_an_error(tmp_path):
+    (tmp_path / "pathfinder32/curv_contour_length_14/imgs").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no metadata"):
+        module(tmp_path).raw_folder()
 
 
 def test_empty_png_is_skipped_counted_and_logged(tmp_path, caplog):
@@ -182,7 +198,6 @@ def test_label_check_detects_cut_and_bridged_paths():
 def test_generator_writes_released_layout_independent_of_workers(tmp_path):
     one = gen.write_dataset(tmp_path / "a", SMALL, 60, seed=5, images_per_batch=40, workers=1)
     two = gen.write_dataset(tmp_path / "b", SMALL, 60, seed=5, images_per_batch=40, workers=2)
-    assert one.relative_to(tmp_path / "a") == Path("pathfinder32/curv_contour_length_14")
     samples = pf.read_metadata(one)
     assert len(samples) == 60 and {s.label for s in samples} == {0, 1}
     assert sorted(p.name for p in (one / "imgs").iterdir()) == ["0", "1"]
@@ -211,24 +226,28 @@ def test_styles_follow_lra_settings():
 
 
 def test_datamodule_reads_release_skips_empty_and_caches(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    gen.write_dataset(root / "lra_release/lra_release", SMALL, 50, seed=1, workers=1)
-    folder = root / "lra_release/lra_release/pathfinder32/curv_contour_length_14"
+    folder = gen.write_dataset(tmp_path / "lra_release/lra_release/pathfinder32/curv_contour_length_14", SMALL, 50,
+                               seed=1, workers=1)
     (folder / "imgs/0/sample_7.png").write_bytes(b"")
-    dm = pf.PathfinderDataModule(str(root), batch_size=8, decode_workers=1)
+    dm = module(tmp_path)
     dm.prepare_data()
     assert dm.skipped == [str(folder / "imgs/0/sample_7.png")]
     dm.setup()
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 41, "val": 4, "test": 4}
     batch = next(iter(dm.val_dataloader()))
+    assert set(batch) == {"input", "label"}
     assert batch["input"].shape == (4, 1024) and batch["input"].dtype == torch.float32
     assert -1.0 <= batch["input"].min() and batch["input"].max() == 1.0
-    expected = [s.label for s in pf.drop_empty(pf.read_metadata(folder))[0]]
-    assert batch["label"].tolist() == [expected[i] for i in dm.splits["val"]]
+    samples = pf.drop_empty(pf.read_metadata(folder))[0]
+    assert batch["label"].tolist() == [samples[i].label for i in dm.splits["val"].indices]
+    first = samples[dm.splits["val"].indices[0]]
+    np.testing.assert_allclose(batch["input"][0].numpy(), pf.decode_png(first.path, 32).ravel() / 127.5 - 1, atol=1e-6)
+    train = [next(iter(dm.train_dataloader()))["label"] for _ in range(2)]
+    assert train[0].shape == (8,) and torch.equal(train[0], train[1])  # seeded shuffling
 
     # a second run opens the cache: nothing is decoded again
     monkeypatch.setattr(pf, "decode_images", lambda *a, **k: pytest.fail("decoded twice"))
-    again = pf.PathfinderDataModule(str(root), batch_size=8, input_kind="tokens")
+    again = module(tmp_path, input_kind="tokens")
     again.prepare_data()
     again.setup()
     tokens = next(iter(again.val_dataloader()))["input"]
@@ -236,19 +255,20 @@ def test_datamodule_reads_release_skips_empty_and_caches(tmp_path, monkeypatch):
 
 
 def test_datamodule_synthetic_standin(tmp_path, caplog):
-    dm = pf.PathfinderDataModule(str(tmp_path), synthetic=True, synthetic_size=20, batch_size=4,
-                                 synthetic_style={"contour_length": 4}, decode_workers=1)
+    dm = module(tmp_path, synthetic=True, synthetic_size=20, synthetic_style={"contour_length": 4})
     with caplog.at_level(logging.WARNING):
         dm.prepare_data()
     assert "NOT the LRA benchmark" in caplog.text
     dm.setup()
     assert sum(len(v) for v in dm.splits.values()) == 20
     with pytest.raises(ValueError, match="synthetic_style"):
-        pf.PathfinderDataModule(str(tmp_path), synthetic=True, synthetic_style={"wiggle": 1}).prepare_data()
+        module(tmp_path, synthetic=True, synthetic_style={"wiggle": 1}).prepare_data()
 
 
 def test_datamodule_rejects_bad_options(tmp_path):
     with pytest.raises(ValueError, match="data.resolution=48"):
-        pf.PathfinderDataModule(str(tmp_path), resolution=48)
+        module(tmp_path, resolution=48)
     with pytest.raises(ValueError, match="difficulty"):
-        pf.PathfinderDataModule(str(tmp_path), difficulty="medium")
+        module(tmp_path, difficulty="medium")
+    with pytest.raises(ValueError, match="data.max_length=16384"):
+        module(tmp_path, resolution=128)
