@@ -12,7 +12,6 @@ import logging
 import os
 import pickle
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,9 @@ LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 SIDE = 32
 HF_REPOS = ("uoft-cs/cifar10", "cifar10")  # hub names of the same data set (new, legacy)
 HOW_TO_GET = (
-    "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and untar it into data_dir "
-    "(it creates cifar-10-batches-py/), or put a Hugging Face copy of cifar10 there "
-    "(`load_dataset('uoft-cs/cifar10').save_to_disk(data_dir + '/cifar10')`), "
+    "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and untar it into paths.data_dir "
+    "(it creates cifar-10-batches-py/), or save a Hugging Face copy there "
+    "(`datasets.load_dataset('uoft-cs/cifar10').save_to_disk('<paths.data_dir>/cifar10')`), "
     "or run with data.synthetic=true for a stand-in (not the benchmark)"
 )
 
@@ -113,7 +112,7 @@ def write_cifar_folder(folder: str | Path, splits: dict[str, tuple[np.ndarray, n
 
 
 def _decode_hf_split(rows: Sequence[dict], source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the HF cifar10 schema ({"img": {"bytes": png}, "label": int}) → (images, labels)."""
+    """Rows of the HF cifar10 schema ({"img": PNG, "label": int}) → (images, labels)."""
     from PIL import Image
 
     images = np.empty((len(rows), SIDE, SIDE, 3), dtype=np.uint8)
@@ -128,49 +127,43 @@ def _decode_hf_split(rows: Sequence[dict], source: str) -> tuple[np.ndarray, np.
     return images, labels
 
 
-def find_hf_parquet(hub_cache: str | Path | None = None) -> dict[str, list[Path]] | None:
-    """Parquet shards of cifar10 in a Hugging Face hub cache (`datasets--uoft-cs--cifar10/snapshots/*/...`)."""
+def parquet_shards(folder: Path) -> dict[str, list[Path]]:
+    """{"train": [...], "test": [...]} parquet shards of an HF hub snapshot (`plain_text/train-*.parquet`)."""
+    return {split: sorted(folder.glob(f"**/{split}-*.parquet")) for split in ("train", "test")}
+
+
+def find_hub_snapshot(hub_cache: str | Path | None = None) -> Path | None:
+    """A snapshot of cifar10 in the Hugging Face hub cache (`datasets--uoft-cs--cifar10/snapshots/<rev>/`)."""
     hub_cache = Path(
         hub_cache or os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache" / "huggingface" / "hub"
     )
     for repo in HF_REPOS:
         for snapshot in sorted(hub_cache.glob(f"datasets--{repo.replace('/', '--')}/snapshots/*")):
-            shards = {s: sorted(snapshot.glob(f"**/{s}-*.parquet")) for s in ("train", "test")}
-            if all(shards.values()):
-                return shards
+            if all(parquet_shards(snapshot).values()):
+                return snapshot
     return None
 
 
-def read_cifar_hf(source: str | Path | dict[str, list[Path]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """A `save_to_disk` folder of cifar10, or parquet shards from `find_hf_parquet` → {"train", "test"}.
-
-    Row order is the HF data set's; it is believed to follow the pickle batches (unverified), which matters
-    only for which images the seeded validation split picks.
-    """
+def read_cifar(folder: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": 50k (batch order), "test": 10k} from `cifar-10-batches-py/`, an HF `save_to_disk` folder of
+    cifar10, or an HF hub snapshot of its parquet shards. HF row order is believed to follow the pickle batches
+    (unverified); it only matters for which images the seeded validation split picks."""
     import datasets
 
-    if isinstance(source, dict):
-        table = datasets.load_dataset("parquet", data_files={k: [str(p) for p in v] for k, v in source.items()})
+    folder = Path(folder)
+    if (folder / TEST_BATCH).is_file():
+        return read_cifar_folder(folder)
+    if (folder / "dataset_dict.json").is_file():
+        table = datasets.load_from_disk(str(folder))
+    elif all(parquet_shards(folder).values()):
+        shards = {split: [str(p) for p in paths] for split, paths in parquet_shards(folder).items()}
+        table = datasets.load_dataset("parquet", data_files=shards)
     else:
-        table = datasets.load_from_disk(str(source))
-    return {split: _decode_hf_split(table[split], f"{source}[{split}]") for split in ("train", "test")}
-
-
-def read_cifar(data_dir: str | Path, hub_cache: str | Path | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Find CIFAR-10 under data_dir (pickles, then an HF `save_to_disk` folder) or in the HF hub cache."""
-    data_dir = Path(data_dir)
-    candidates = [data_dir / CIFAR_FOLDER, data_dir / "cifar" / CIFAR_FOLDER]
-    for folder in candidates:
-        if (folder / TEST_BATCH).is_file():
-            return read_cifar_folder(folder)
-    for folder in (data_dir / "cifar10", data_dir / "cifar"):
-        if (folder / "dataset_dict.json").is_file():
-            return read_cifar_hf(folder)
-    shards = find_hf_parquet(hub_cache)
-    if shards is not None:
-        return read_cifar_hf(shards)
-    looked = ", ".join(str(p) for p in candidates + [data_dir / "cifar10", data_dir / "cifar"])
-    raise FileNotFoundError(f"CIFAR-10 not found: looked in {looked} and the HF hub cache. To fix: {HOW_TO_GET}")
+        raise FileNotFoundError(
+            f"{folder} holds neither the CIFAR-10 python batches ({', '.join(TRAIN_BATCHES)}, {TEST_BATCH}) nor an "
+            f"HF copy of cifar10 (dataset_dict.json, or train-*/test-*.parquet). To fix: {HOW_TO_GET}"
+        )
+    return {split: _decode_hf_split(table[split], f"{folder} [{split}]") for split in ("train", "test")}
 
 
 # --------------------------------------------------------------------------- greyscale, tokens, split
@@ -227,96 +220,100 @@ def make_standin_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 
-def write_standin(folder: str | Path, train_size: int = 2000, test_size: int = 500, seed: int = 0) -> Path:
-    """Write a learnable stand-in as `folder/cifar-10-batches-py/` (the released layout). NOT CIFAR-10."""
-    target = Path(folder) / CIFAR_FOLDER
-    write_cifar_folder(
-        target,
-        {"train": make_standin_images(train_size, seed), "test": make_standin_images(test_size, seed + 1)},
-    )
-    return target
+def write_standin(folder: str | Path, train_size: int = 2000, test_size: int = 500, seed: int = 0) -> None:
+    """Write a learnable stand-in into `folder` in the released `cifar-10-batches-py` layout. NOT CIFAR-10."""
+    train, test = make_standin_images(train_size, seed), make_standin_images(test_size, seed + 1)
+    write_cifar_folder(folder, {"train": train, "test": test})
 
 
-# --------------------------------------------------------------------------- cache and batches
-
-
-def build_arrays(splits: dict[str, tuple[np.ndarray, np.ndarray]], greyscale: str, val_size: int, split_seed: int):
-    """Released splits → cache arrays: grey `input` uint8 [N, 1024] and `label` over train + test, and the row
-    indices `split_train` / `split_val` (the seeded split of the training images) / `split_test`."""
-    train_images, train_labels = splits["train"]
-    test_images, test_labels = splits["test"]
-    train_rows, val_rows = split_train_val(len(train_labels), val_size, split_seed)
-    return {
-        "input": np.concatenate([to_sequences(train_images, greyscale), to_sequences(test_images, greyscale)]),
-        "label": np.concatenate([train_labels, test_labels]),
-        "split_train": train_rows,
-        "split_val": val_rows,
-        "split_test": np.arange(len(test_labels)) + len(train_labels),
-    }
-
-
-def pixels_to_batch(rows: dict[str, np.ndarray], input_kind: str, mean: float, std: float) -> dict[str, torch.Tensor]:
-    """Grey uint8 rows → Contract-1 batch: floats (p/255 − mean)/std, or token ids p + 1 (0 stays padding)."""
-    pixels = torch.from_numpy(rows["input"])
-    if input_kind == "real":
-        values = (pixels.float() / 255.0 - mean) / std
-    else:
-        values = pixels.long() + 1
-    return {"input": values, "label": torch.from_numpy(rows["label"])}
+# --------------------------------------------------------------------------- datamodule
 
 
 class ImageDataModule(ArrayDataModule):
-    """LRA Image: sequential greyscale CIFAR-10, 1024 pixels, 45k / 5k / 10k (S4/MEGA split).
+    """LRA Image: sequential greyscale CIFAR-10, 1024 pixels, 45k / 5k / 10k (S4/MEGA's seeded split).
 
-    input_kind="real": floats (p/255 − pixel_mean)/pixel_std (MEGA's recipe: 0.48 / 0.24);
-    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels; vocab 257).
-    greyscale="pil" (S4/MEGA, rounds) or "tf" (LRA, truncates; ±1 on some pixels).
+    input_kind="real": floats (p/255 − pixel_mean)/pixel_std (MEGA's --pixel-normalization 0.48 0.24);
+    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels; vocab_size 257).
+    greyscale="pil" (S4/MEGA: rounds) or "tf" (LRA: truncates; ±1 on about a quarter of the pixels).
     """
 
-    name = "image"
+    task = "image"
+    release_folders = (CIFAR_FOLDER, f"cifar/{CIFAR_FOLDER}", "cifar10")
+    download_hint = f"To fix: {HOW_TO_GET}"
 
     def __init__(
         self,
-        data_dir: str,
         greyscale: str = "pil",
-        input_kind: str = "real",
         pixel_mean: float = 0.48,
         pixel_std: float = 0.24,
         val_size: int = 5000,
         split_seed: int = 42,
-        synthetic_size: tuple[int, int] = (2000, 500),
+        synthetic_sizes: tuple[int, int] = (2000, 500),
         hub_cache: str | None = None,
-        **common,
-    ):
-        super().__init__(data_dir, **common)
+        **kwargs,
+    ) -> None:
+        super().__init__(**{"input_kind": "real", "vocab_size": 257, "num_classes": 10, "max_length": 1024, **kwargs})
         if greyscale not in GREYSCALE:
             raise ValueError(f"data.greyscale={greyscale!r}: choose one of {sorted(GREYSCALE)}")
-        if input_kind not in ("real", "tokens"):
-            raise ValueError(f"data.input_kind={input_kind!r}: choose real or tokens")
+        if self.max_length != SIDE * SIDE:
+            raise ValueError(f"data.max_length={self.max_length}: CIFAR-10 sequences are {SIDE * SIDE} pixels long")
+        if self.input_kind == "tokens" and self.vocab_size != 257:
+            raise ValueError(f"data.vocab_size={self.vocab_size}: pixel tokens are 1..256 (0 = padding), set 257")
         self.greyscale = greyscale
-        self.input_kind = input_kind
-        self.pixel_mean = pixel_mean
-        self.pixel_std = pixel_std
-        self.val_size = val_size if not self.synthetic else min(val_size, synthetic_size[0] // 10)
+        self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
         self.split_seed = split_seed
-        self.synthetic_size = tuple(synthetic_size)
+        self.synthetic_sizes = tuple(synthetic_sizes)
+        self.val_size = min(val_size, self.synthetic_sizes[0] // 10) if self.synthetic else val_size
         self.hub_cache = hub_cache
 
-    def cache_options(self) -> dict:
-        options = {"greyscale": self.greyscale, "val_size": self.val_size, "split_seed": self.split_seed}
-        if self.synthetic:
-            options["synthetic_size"] = list(self.synthetic_size)
-        return {**super().cache_options(), **options}
+    def token_options(self) -> dict:
+        return {"greyscale": self.greyscale, "val_size": self.val_size, "split_seed": self.split_seed}
 
-    def build(self) -> dict[str, np.ndarray]:
-        if self.synthetic:
-            source = self.data_dir / "standin"
-            log.warning("STAND-IN DATA (data.synthetic=true): class-patterned gratings, NOT CIFAR-10")
-            write_standin(source, *self.synthetic_size)
-            splits = read_cifar(source, hub_cache=source)
-        else:
-            splits = read_cifar(self.data_dir, self.hub_cache)
-        return build_arrays(splits, self.greyscale, self.val_size, self.split_seed)
+    def synthetic_options(self) -> dict:
+        return {"sizes": list(self.synthetic_sizes), "seed": self.seed}
 
-    def batch_transform(self):
-        return partial(pixels_to_batch, input_kind=self.input_kind, mean=self.pixel_mean, std=self.pixel_std)
+    def generate(self, folder: Path, synthetic: bool) -> None:
+        log.warning("STAND-IN DATA (data.synthetic=true): class-patterned gratings in the CIFAR layout, NOT CIFAR-10")
+        write_standin(folder, *self.synthetic_sizes, seed=self.seed)
+
+    def raw_folder(self) -> Path:
+        try:
+            return super().raw_folder()
+        except FileNotFoundError as missing:
+            snapshot = find_hub_snapshot(self.hub_cache)
+            if snapshot is None:
+                raise FileNotFoundError(f"{missing} No HF hub snapshot of cifar10 either.") from None
+            log.info("Reading CIFAR-10 from the Hugging Face hub cache: %s", snapshot)
+            return snapshot
+
+    def check_folder(self, folder: Path) -> None:
+        if not self.source_files(folder):
+            read_cifar(folder)  # raises naming the folder and what it should hold
+
+    def source_files(self, folder: Path) -> list[Path]:
+        pickles = [folder / name for name in (*TRAIN_BATCHES, TEST_BATCH)]
+        if all(p.is_file() for p in pickles):
+            return pickles
+        if (folder / "dataset_dict.json").is_file():
+            return sorted(p for p in folder.rglob("*") if p.is_file())
+        return [p for paths in parquet_shards(folder).values() for p in paths]
+
+    def read_arrays(self, folder: Path) -> dict[str, np.ndarray]:
+        """Grey `input` uint8 [N, 1024] and `label` over train + test; `split_val` is the seeded pick of
+        `val_size` training images, `split_train` the rest, `split_test` the test batch."""
+        splits = read_cifar(folder)
+        (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
+        train_rows, val_rows = split_train_val(len(train_labels), self.val_size, self.split_seed)
+        return {
+            "input": np.concatenate([to_sequences(train_images, self.greyscale), to_sequences(test_images, self.greyscale)]),
+            "label": np.concatenate([train_labels, test_labels]),
+            "split_train": train_rows,
+            "split_val": val_rows,
+            "split_test": np.arange(len(test_labels)) + len(train_labels),
+        }
+
+    def transform(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        """Grey values 0..255 → normalised floats, or token ids 1..256."""
+        if self.input_kind == "tokens":
+            return values + 1
+        return (values / 255.0 - self.pixel_mean) / self.pixel_std

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import wave
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,25 +31,6 @@ HOW_TO_GET = (
 
 
 # --------------------------------------------------------------------------- released layout
-
-
-def find_root(data_dir: str | Path) -> Path:
-    """The folder holding the word folders: `speech_commands_v0.02/`, `SpeechCommands/` (S4) or
-    `SpeechCommands/speech_commands_v0.02/` (torchaudio) under data_dir."""
-    data_dir = Path(data_dir)
-    candidates = [
-        data_dir / "speech_commands_v0.02",
-        data_dir / "SpeechCommands" / "speech_commands_v0.02",
-        data_dir / "SpeechCommands",
-    ]
-    for root in candidates:
-        if all((root / word).is_dir() for word in SC10_WORDS):
-            return root
-    looked = ", ".join(str(p) for p in candidates)
-    raise FileNotFoundError(
-        f"Speech Commands not found: none of {looked} holds the word folders {', '.join(SC10_WORDS)}. "
-        f"To fix: {HOW_TO_GET}"
-    )
 
 
 def read_wav(path: str | Path) -> np.ndarray:
@@ -244,13 +224,13 @@ def _standin_speakers(rng: np.random.Generator, wanted: dict[str, int]) -> list[
     return speakers
 
 
-def write_standin(folder: str | Path, clips_per_word: int = 60, seed: int = 0) -> Path:
-    """Write a v0.02-style tree `folder/speech_commands_v0.02/` of synthetic tones (NOT Speech Commands).
+def write_standin(root: str | Path, clips_per_word: int = 60, seed: int = 0) -> None:
+    """Write a v0.02-style tree of synthetic tones into `root` (NOT Speech Commands).
 
     The ten SC10 words plus two others, about 10 % of clips shorter than one second, eight speakers, and
     `validation_list.txt` / `testing_list.txt` from the release's speaker hash, so every reader path is exercised.
     """
-    root = Path(folder) / "speech_commands_v0.02"
+    root = Path(root)
     rng = np.random.default_rng(seed)
     speakers = _standin_speakers(rng, {"train": 6, "val": 1, "test": 1})
     lists = {"val": [], "test": []}
@@ -267,80 +247,87 @@ def write_standin(folder: str | Path, clips_per_word: int = 60, seed: int = 0) -
     _write_wav(root / "_background_noise_" / "white_noise.wav", rng.normal(0, 3000, SAMPLE_RATE).astype(np.int16))
     for split, list_name in LIST_FILES.items():
         (root / list_name).write_text("".join(f"{name}\n" for name in lists[split]))
-    return root
 
 
-# --------------------------------------------------------------------------- cache and batches
+# --------------------------------------------------------------------------- datamodule
 
-SPLITS = {"stratified": "S4/MEGA stratified 70/15/15", "official": "validation_list.txt / testing_list.txt"}
+SPLITS = ("stratified", "official")  # S4/MEGA's stratified 70/15/15, or the release's list files
 NORMALISATIONS = ("per_step", "global", "none")
 STD_EPSILON = 1e-5  # S4/MEGA divide by std + 1e-5
 
 
-def build_arrays(root: str | Path, split: str, normalisation: str) -> dict[str, np.ndarray]:
-    """The SC10 tree → cache arrays: `input` int16 [N, 16000], `label`, row indices `split_{train,val,test}` and
-    the training statistics `stat_mean` / `stat_std` of int16/32768 (per time step, global, or 0/1 for none)."""
-    clips, labels, names = read_sc10(root)
-    rows = split_stratified(labels) if split == "stratified" else split_official(root, names)
-    if normalisation == "none":
-        mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
-    else:
-        mean, std = training_statistics(clips[np.sort(rows["train"])], per_step=normalisation == "per_step")
-    return {
-        "input": clips,
-        "label": labels,
-        **{f"split_{name}": index for name, index in rows.items()},
-        "stat_mean": mean,
-        "stat_std": std,
-    }
-
-
-def audio_to_batch(rows: dict[str, np.ndarray], mean: torch.Tensor, std: torch.Tensor) -> dict[str, torch.Tensor]:
-    """int16 rows → Contract-1 batch of floats (x/32768 − mean)/(std + 1e-5), as S4/MEGA's `normalise_data`."""
-    samples = torch.from_numpy(rows["input"]).float() / 32768.0
-    return {"input": (samples - mean) / (std + STD_EPSILON), "label": torch.from_numpy(rows["label"])}
-
-
 class SpeechDataModule(ArrayDataModule):
-    """SC10 raw: 16000 float samples per clip, 10 classes; S4/MEGA selection, split and normalisation by default.
+    """SC10 raw: 16000 float samples per clip, 10 classes; S4/MEGA's selection, split and normalisation by default.
 
-    split="stratified" (S4/MEGA 70/15/15, seeds 0 and 1) or "official" (the release's speaker-disjoint lists);
-    normalisation="per_step" (S4/MEGA: 16000 means/stds over training clips), "global" (one mean/std) or "none".
+    split="stratified" (S4/MEGA 70/15/15, seeds 0 then 1) or "official" (validation_list.txt / testing_list.txt);
+    normalisation="per_step" (S4/MEGA: a mean and std per time step over the training clips), "global" (one mean
+    and std) or "none" (x/32768 only); resolution=r keeps every r-th sample (S4's `resolution`, r kHz → 16/r kHz).
     """
 
-    name = "speech"
+    task = "speech"
+    release_folders = ("speech_commands_v0.02", "SpeechCommands/speech_commands_v0.02", "SpeechCommands")
+    download_hint = f"To fix: {HOW_TO_GET}"
 
     def __init__(
         self,
-        data_dir: str,
         split: str = "stratified",
         normalisation: str = "per_step",
+        resolution: int = 1,
         synthetic_clips_per_word: int = 60,
-        **common,
-    ):
-        super().__init__(data_dir, **common)
+        **kwargs,
+    ) -> None:
+        super().__init__(**{"input_kind": "real", "num_classes": 10, "max_length": CLIP_SAMPLES, **kwargs})
         if split not in SPLITS:
-            raise ValueError(f"data.split={split!r}: choose one of {sorted(SPLITS)}")
+            raise ValueError(f"data.split={split!r}: choose one of {list(SPLITS)}")
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"data.normalisation={normalisation!r}: choose one of {list(NORMALISATIONS)}")
-        self.split = split
-        self.normalisation = normalisation
+        if resolution < 1 or self.max_length != -(-CLIP_SAMPLES // resolution):
+            raise ValueError(
+                f"data.max_length={self.max_length} with data.resolution={resolution}: clips are "
+                f"{CLIP_SAMPLES} samples, so set data.max_length={-(-CLIP_SAMPLES // max(resolution, 1))}"
+            )
+        self.split, self.normalisation, self.resolution = split, normalisation, resolution
         self.synthetic_clips_per_word = synthetic_clips_per_word
 
-    def cache_options(self) -> dict:
-        options = {"split": self.split, "normalisation": self.normalisation}
-        if self.synthetic:
-            options["synthetic_clips_per_word"] = self.synthetic_clips_per_word
-        return {**super().cache_options(), **options}
+    def token_options(self) -> dict:
+        return {"split": self.split, "normalisation": self.normalisation}
 
-    def build(self) -> dict[str, np.ndarray]:
-        if self.synthetic:
-            log.warning("STAND-IN DATA (data.synthetic=true): synthetic tone bursts, NOT Speech Commands")
-            root = write_standin(self.data_dir / "standin", self.synthetic_clips_per_word)
+    def synthetic_options(self) -> dict:
+        return {"clips_per_word": self.synthetic_clips_per_word, "seed": self.seed}
+
+    def generate(self, folder: Path, synthetic: bool) -> None:
+        log.warning("STAND-IN DATA (data.synthetic=true): synthetic tone bursts in the v0.02 layout, NOT Speech Commands")
+        write_standin(folder, self.synthetic_clips_per_word, seed=self.seed)
+
+    def check_folder(self, folder: Path) -> None:
+        missing = [word for word in SC10_WORDS if not (folder / word).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"{folder} has no word folder {', '.join(missing)}. To fix: {HOW_TO_GET}")
+
+    def source_files(self, folder: Path) -> list[Path]:
+        # a folder's mtime changes when clips are added or removed: cheaper than 35k file stats
+        lists = [folder / name for name in LIST_FILES.values() if (folder / name).is_file()]
+        return [folder / word for word in SC10_WORDS] + lists
+
+    def read_arrays(self, folder: Path) -> dict[str, np.ndarray]:
+        """`input` int16 [N, 16000], `label`, the split's row indices, and the training statistics
+        `stat_mean` / `stat_std` of x/32768 (per time step [16000], global [1], or 0 / 1 for none)."""
+        clips, labels, names = read_sc10(folder)
+        rows = split_stratified(labels) if self.split == "stratified" else split_official(folder, names)
+        if self.normalisation == "none":
+            mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
         else:
-            root = find_root(self.data_dir)
-        return build_arrays(root, self.split, self.normalisation)
+            mean, std = training_statistics(clips[np.sort(rows["train"])], self.normalisation == "per_step")
+        splits = {f"split_{name}": index for name, index in rows.items()}
+        return {"input": clips, "label": labels, **splits, "stat_mean": mean, "stat_std": std}
 
-    def batch_transform(self):
-        mean, std = (torch.from_numpy(self.extras[k]) for k in ("stat_mean", "stat_std"))
-        return partial(audio_to_batch, mean=mean, std=std)
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        step = slice(None, None, self.resolution)
+        stats = (self.extras["stat_mean"], self.extras["stat_std"])
+        self.mean, self.std = (torch.from_numpy(a[step] if a.size > 1 else a) for a in stats)
+
+    def transform(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        """int16 samples → (x/32768 − mean)/(std + 1e-5), as S4/MEGA's `normalise_data`; every r-th sample."""
+        values = values[:, :: self.resolution] / 32768.0
+        return (values - self.mean) / (self.std + STD_EPSILON)

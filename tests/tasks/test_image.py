@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from tasks import image
+from tests.conftest import TINY_MODEL
 
 
 def _write_batch(path, data, labels, byte_keys=True):
@@ -44,13 +45,17 @@ def test_bad_pickles_name_the_file(tmp_path):
 
 
 def test_missing_data_lists_the_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*cifar-10-python.tar.gz"):
-        image.read_cifar(tmp_path, hub_cache=tmp_path / "no_hub")
+    module = image.ImageDataModule(root_dir=str(tmp_path), hub_cache=str(tmp_path / "no_hub"), max_length=1024)
+    with pytest.raises(FileNotFoundError, match="(?s)cifar-10-batches-py.*cifar-10-python.tar.gz.*HF hub"):
+        module.prepare_data()
+    (tmp_path / "cifar10").mkdir()  # a folder by a searched name, but empty
+    with pytest.raises(FileNotFoundError, match="cifar10 holds neither"):
+        module.prepare_data()
 
 
 def test_standin_round_trips_in_released_layout(tmp_path):
-    folder = image.write_standin(tmp_path, train_size=50, test_size=20)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
+    image.write_standin(tmp_path, train_size=50, test_size=20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [*image.TRAIN_BATCHES, image.TEST_BATCH, "batches.meta"]
     )
     splits = image.read_cifar(tmp_path)
@@ -97,12 +102,55 @@ def test_reads_hf_save_to_disk_and_hub_parquet(tmp_path):
     test = image.make_standin_images(6, 1)
     tables = datasets.DatasetDict({"train": _hf_table(*train), "test": _hf_table(*test)})
     tables.save_to_disk(str(tmp_path / "data" / "cifar10"))
-    splits = image.read_cifar(tmp_path / "data", hub_cache=tmp_path / "no_hub")
+    splits = image.read_cifar(tmp_path / "data" / "cifar10")
     assert np.array_equal(splits["train"][0], train[0]) and splits["test"][1].tolist() == test[1].tolist()
 
     snapshot = tmp_path / "hub" / "datasets--uoft-cs--cifar10" / "snapshots" / "abc" / "plain_text"
     snapshot.mkdir(parents=True)
     tables["train"].to_parquet(str(snapshot / "train-00000-of-00001.parquet"))
     tables["test"].to_parquet(str(snapshot / "test-00000-of-00001.parquet"))
-    splits = image.read_cifar(tmp_path / "empty", hub_cache=tmp_path / "hub")
+    found = image.ImageDataModule(root_dir=str(tmp_path / "empty"), hub_cache=str(tmp_path / "hub")).raw_folder()
+    assert found == snapshot.parent
+    splits = image.read_cifar(found)
     assert np.array_equal(splits["test"][0], test[0]) and splits["train"][1].tolist() == train[1].tolist()
+
+
+def _module(root, **options):
+    options = {"synthetic": True, "synthetic_sizes": (100, 30), "batch_size": 8, **options}
+    module = image.ImageDataModule(root_dir=str(root), **options)
+    module.prepare_data()
+    module.setup()
+    return module
+
+
+def test_datamodule_batches(tmp_path):
+    module = _module(tmp_path)
+    assert {s: len(module.splits[s]) for s in ("train", "val", "test")} == {"train": 90, "val": 10, "test": 30}
+    batch = next(iter(module.val_dataloader()))
+    assert set(batch) == {"input", "label"}  # nothing padded: no mask (Contract 1)
+    assert batch["input"].shape == (8, 1024) and batch["input"].dtype == torch.float32
+    train_images, train_labels = image.make_standin_images(100, 0)
+    rows = module.splits["val"].indices[:8]
+    grey = image.grey_pil(train_images[rows]).reshape(8, -1)
+    torch.testing.assert_close(batch["input"], torch.from_numpy((grey / 255.0 - 0.48) / 0.24).float())
+    assert batch["label"].tolist() == train_labels[rows].tolist()
+
+    tokens = _module(tmp_path, input_kind="tokens", vocab_size=257)
+    assert tokens.cache_folder(tokens.raw_folder()) == module.cache_folder(module.raw_folder())  # same cache
+    batch = next(iter(tokens.val_dataloader()))
+    assert batch["input"].dtype == torch.int64 and torch.equal(batch["input"], torch.from_numpy(grey).long() + 1)
+
+    truncating = _module(tmp_path, greyscale="tf")
+    assert truncating.cache_folder(truncating.raw_folder()) != module.cache_folder(module.raw_folder())
+    with pytest.raises(ValueError, match="data.vocab_size"):
+        image.ImageDataModule(root_dir=str(tmp_path), input_kind="tokens", vocab_size=256, max_length=1024)
+
+
+def test_demo_experiment_trains(make_cfg):
+    import train
+
+    cfg = make_cfg("experiment=lra_image_demo", *TINY_MODEL, "data.synthetic_sizes=[100,20]", "data.batch_size=8",
+                   "data.eval_batch_size=8", "trainer.max_steps=3")
+    results = train.train(cfg)
+    assert results["steps"] == 3 and results["test/acc"] is not None
+    assert cfg.model.input_kind == "real" and cfg.model.max_positions == 1024

@@ -5,13 +5,17 @@ import wave
 
 import numpy as np
 import pytest
+import torch
 
 from tasks import speech
+from tests.conftest import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    return speech.write_standin(tmp_path_factory.mktemp("sc"), clips_per_word=12)
+    root = tmp_path_factory.mktemp("sc")
+    speech.write_standin(root, clips_per_word=12)
+    return root
 
 
 def _frames(path):
@@ -39,12 +43,16 @@ def test_finds_every_layout(tmp_path, layout):
     root = tmp_path / layout
     for word in speech.SC10_WORDS:
         (root / word).mkdir(parents=True)
-    assert speech.find_root(tmp_path) == root
+    assert speech.SpeechDataModule(root_dir=str(tmp_path), max_length=16000).raw_folder() == root
 
 
 def test_missing_tree_names_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="speech_commands_v0.02.*speech_commands_v0.02.tar.gz"):
-        speech.find_root(tmp_path)
+    module = speech.SpeechDataModule(root_dir=str(tmp_path), max_length=16000)
+    with pytest.raises(FileNotFoundError, match="(?s)speech_commands_v0.02.*speech_commands_v0.02.tar.gz"):
+        module.raw_folder()
+    (tmp_path / "SpeechCommands" / "yes").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="SpeechCommands has no word folder no, up"):
+        module.raw_folder()
 
 
 def _wav(path, channels=1, width=2, rate=16000):
@@ -100,3 +108,42 @@ def test_statistics_per_step_and_global():
     np.testing.assert_allclose(std, scaled.std(0), rtol=1e-4)
     mean, std = speech.training_statistics(clips, per_step=False)
     np.testing.assert_allclose([mean.item(), std.item()], [scaled.mean(), scaled.std()], rtol=1e-4)
+
+
+def _module(root, **options):
+    module = speech.SpeechDataModule(root_dir=str(root), synthetic=True, synthetic_clips_per_word=12, batch_size=4,
+                                     **options)
+    module.prepare_data()
+    module.setup()
+    return module
+
+
+def test_datamodule_normalises_with_training_statistics(tmp_path):
+    module = _module(tmp_path)
+    clips, labels, _ = speech.read_sc10(module.raw_folder())
+    split = speech.split_stratified(labels)
+    assert {s: len(module.splits[s]) for s in split} == {s: len(v) for s, v in split.items()}
+    train = clips[split["train"]] / 32768.0
+    batch = next(iter(module.test_dataloader()))
+    assert set(batch) == {"input", "label"} and batch["input"].shape == (4, 16000)
+    rows = split["test"][:4]
+    expected = (clips[rows] / 32768.0 - train.mean(0)) / (train.std(0) + 1e-5)
+    torch.testing.assert_close(batch["input"], torch.from_numpy(expected).float(), rtol=1e-4, atol=1e-4)
+    assert batch["label"].tolist() == labels[rows].tolist()
+
+    coarse = _module(tmp_path, normalisation="global", split="official", resolution=4, max_length=4000)
+    assert len(coarse.splits["test"]) == len(speech.split_official(coarse.raw_folder(), speech.read_sc10(coarse.raw_folder())[2])["test"])
+    batch = next(iter(coarse.train_dataloader()))
+    assert batch["input"].shape == (4, 4000)
+    with pytest.raises(ValueError, match="data.max_length=4000"):
+        speech.SpeechDataModule(root_dir=str(tmp_path), max_length=16000, resolution=4)
+
+
+def test_demo_experiment_trains(make_cfg):
+    import train
+
+    cfg = make_cfg("experiment=sc_raw_demo", *TINY_MODEL, "data.synthetic_clips_per_word=8", "data.batch_size=4",
+                   "data.eval_batch_size=4", "trainer.max_steps=3")
+    results = train.train(cfg)
+    assert results["steps"] == 3 and results["test/acc"] is not None
+    assert cfg.model.max_positions == 2000 and cfg.data.resolution == 8
