@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -36,8 +35,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from tasks import pathfinder_generator as generator
-from tasks.data import CACHE_VERSION, SPLITS, SequenceDataModule
-from tasks.image import pixels_to_batch
+from tasks.arrays import ArrayDataModule
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +122,7 @@ def _decode_chunk(args: tuple[list[str], int]) -> np.ndarray:
     return np.stack([decode_png(p, resolution) for p in paths])
 
 
-# --------------------------------------------------------------------------- packed arrays and datamodule
-
-
-def metadata_stamp(folder: Path) -> dict[str, list[int]]:
-    """Size and modification time of every metadata file: a changed release invalidates the cache."""
-    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted((folder / "metadata").glob("*.npy"))}
+# --------------------------------------------------------------------------- decoding, split, datamodule
 
 
 def decode_images(samples: list[Sample], resolution: int, target: str | Path, workers: int = 1) -> np.ndarray:
@@ -157,41 +150,11 @@ def split_indices(count: int, val_fraction: float = 0.1, test_fraction: float = 
     return {name: np.asarray(part.indices, dtype=np.int64) for name, part in zip(("train", "val", "test"), parts)}
 
 
-class PixelRows(torch.utils.data.Dataset):
-    """Rows `indices` of a packed cache; torch's fetcher reads a whole batch with one fancy index (`__getitems__`).
-
-    The memory maps open lazily in each process, so DataLoader workers never pickle array contents.
-    """
-
-    def __init__(self, folder: Path, indices: np.ndarray):
-        self.folder, self.indices = folder, indices
-        self._arrays: dict[str, np.ndarray] | None = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_arrays": None}
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitems__(self, positions: list[int]) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in ("input", "label")}
-        rows = self.indices[positions]
-        order = np.argsort(rows)  # read in ascending order (kinder to the page cache), return in sampler order
-        restore = np.argsort(order)
-        return {name: array[rows[order]][restore] for name, array in self._arrays.items()}
-
-    def __getitem__(self, position: int) -> dict[str, np.ndarray]:
-        return {name: values[0] for name, values in self.__getitems__([position]).items()}
-
-
-class PathfinderDataModule(SequenceDataModule):
+class PathfinderDataModule(ArrayDataModule):
     """Pathfinder (resolution 32) / Path-X (128): R·R pixels in row-major order, 2 classes, 80/10/10 split.
 
-    The cache is a folder of arrays instead of the base's Arrow tables: `input.npy` uint8 [N, R·R] (decoded once,
-    straight into a memmap), `label.npy`, `split_{train,val,test}.npy` row indices and the base's `meta.json`.
     input_kind="real": floats (p/255 − pixel_mean)/pixel_std (S4/MEGA: 0.5 / 0.5, i.e. [−1, 1]);
-    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels; vocab 257).
+    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels; vocab_size 257).
     synthetic=true: `synthetic_size` images of our generator (LRA's style for the resolution with the
     `synthetic_style` overrides, e.g. {contour_length: 6}), written in the released layout and read like it.
     """
@@ -212,17 +175,18 @@ class PathfinderDataModule(SequenceDataModule):
         synthetic_style: dict[str, Any] | None = None,
         synthetic_seed: int = 0,
         decode_workers: int | None = None,
-        input_kind: str = "real",
-        vocab_size: int | None = 257,
-        **common: Any,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(input_kind=input_kind, vocab_size=vocab_size, **common)
+        facts = {"input_kind": "real", "vocab_size": 257, "num_classes": 2, "max_length": resolution * resolution}
+        super().__init__(**{**facts, **kwargs})
         if resolution not in generator.PRESETS:
             raise ValueError(f"data.resolution={resolution}: choose one of {sorted(generator.PRESETS)}")
         if self.max_length != resolution * resolution:
             raise ValueError(f"data.max_length={self.max_length} but data.resolution={resolution} gives sequences "
                              f"of {resolution * resolution}: set data.max_length={resolution * resolution} "
                              "(data=pathx sets both for 128)")
+        if self.input_kind == "tokens" and self.vocab_size != 257:
+            raise ValueError(f"data.vocab_size={self.vocab_size}: pixel tokens are 1..256 (0 = padding), set 257")
         self.resolution = resolution
         self.difficulty = generator.difficulty_name(difficulty)
         self.release_folders = (f"pathfinder{resolution}/{self.difficulty}",
@@ -233,6 +197,7 @@ class PathfinderDataModule(SequenceDataModule):
         self.synthetic_style = dict(synthetic_style or {})
         self.decode_workers = decode_workers or os.cpu_count() or 1
         self.skipped: list[str] = []
+        self._scratch: Path | None = None
 
     # ---- raw files ----------------------------------------------------------------------------------------------
 
@@ -242,9 +207,12 @@ class PathfinderDataModule(SequenceDataModule):
         return super().candidate_folders()
 
     def check_folder(self, folder: Path) -> None:
-        if not any((folder / "metadata").glob("*.npy")):
+        if not self.source_files(folder):
             raise FileNotFoundError(f"{folder} has no metadata/*.npy files; point data.data_dir at the "
                                     f"pathfinder{self.resolution}/{self.difficulty} folder of the release. {HOW_TO_GET}")
+
+    def source_files(self, folder: Path) -> list[Path]:
+        return sorted((folder / "metadata").glob("*.npy"))
 
     def style(self) -> generator.PathfinderStyle:
         """The stand-in's generator style; an unknown key in `synthetic_style` is a config error."""
@@ -265,41 +233,38 @@ class PathfinderDataModule(SequenceDataModule):
 
     # ---- array cache --------------------------------------------------------------------------------------------
 
-    def cache_key(self, folder: Path) -> dict[str, Any]:
-        return {"version": CACHE_VERSION, "task": self.task, "source": str(folder.resolve()),
-                "files": metadata_stamp(folder),
-                "resolution": self.resolution, "split": [self.val_fraction, self.test_fraction, self.split_seed]}
+    def token_options(self) -> dict[str, Any]:
+        return {"resolution": self.resolution, "split": [self.val_fraction, self.test_fraction, self.split_seed]}
 
-    def _write_cache(self, folder: Path, out: Path) -> None:
+    def read_arrays(self, folder: Path) -> dict[str, np.ndarray]:
+        """Pixels uint8 [N, R·R] decoded into a scratch memmap (Path-X is 3.3 GB), labels, the seeded split."""
         samples, skipped = drop_empty(read_metadata(folder))
         if not samples:
             raise ValueError(f"{folder}: the metadata lists no readable image")
         if skipped:
             log.warning("Pathfinder: skipped %d empty image(s) in %s", len(skipped), folder)
         self.skipped = [str(p) for p in skipped]
-        out.mkdir(parents=True)
         log.info("decoding %d Pathfinder%d images from %s (%d workers)",
                  len(samples), self.resolution, folder, self.decode_workers)
-        decode_images(samples, self.resolution, out / "input.npy", self.decode_workers)
-        np.save(out / "label.npy", np.array([s.label for s in samples], dtype=np.int64))
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        self._scratch = self.cache_root / f".pathfinder-decode-{os.getpid()}.npy"
         splits = split_indices(len(samples), self.val_fraction, self.test_fraction, self.split_seed)
-        for name, rows in splits.items():
-            np.save(out / f"split_{name}.npy", rows)
-        meta = {"key": self.cache_key(folder), "splits": {k: {"examples": len(v)} for k, v in splits.items()},
-                "skipped_empty": self.skipped}
-        (out / "meta.json").write_text(json.dumps(meta, indent=2))
+        return {"input": decode_images(samples, self.resolution, self._scratch, self.decode_workers),
+                "label": np.array([s.label for s in samples], dtype=np.int64),
+                **{f"split_{name}": rows for name, rows in splits.items()}}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        cache = self.cache_folder(self.raw_folder())
-        if not (cache / "meta.json").is_file():
-            raise FileNotFoundError(f"{cache} is missing: call prepare_data() before setup()")
-        self.splits = {split: PixelRows(cache, np.load(cache / f"split_{split}.npy")) for split in SPLITS}
+    def prepare_data(self) -> None:
+        try:
+            super().prepare_data()
+        finally:
+            if self._scratch is not None:
+                self._scratch.unlink(missing_ok=True)
 
-    def collate(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """A batch of packed rows → Contract-1 batch (no mask: every sequence has R·R pixels)."""
-        return pixels_to_batch(rows, self.input_kind, self.pixel_mean, self.pixel_std)
+    def transform(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        """Grey values 0..255 → normalised floats, or token ids 1..256."""
+        if self.input_kind == "tokens":
+            return values + 1
+        return (values / 255.0 - self.pixel_mean) / self.pixel_std
 
 
 # --------------------------------------------------------------------------- command line

@@ -271,4 +271,4 @@ def test_datamodule_rejects_bad_options(tmp_path):
     with pytest.raises(ValueError, match="difficulty"):
         module(tmp_path, difficulty="medium")
     with pytest.raises(ValueError, match="data.max_length=16384"):
-        module(tmp_path, resolution=128)
+        module(tmp_path, resolution=128, max_length=1024)
