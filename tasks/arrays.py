@@ -94,3 +94,53 @@ class ArrayDataModule(SequenceDataModule):
         others = {p.stem: np.load(p) for p in sorted(cache.glob("*.npy")) if p.stem not in ROW_ARRAYS}
         self.extras = {k: v for k, v in others.items() if not k.startswith("split_")}
         self.splits = {split: ArrayRows(cache, others[f"split_{split}"]) for split in SPLITS}
+
+
+def measure_throughput(experiment: str, overrides: list[str], batches: int = 50, steps: int = 3) -> dict:
+    """Training-loader samples/s against the model's training-step samples/s (forward, backward, AdamW step),
+    for an experiment composed as `train.py` would (the datamodule is prepared first; caching is not timed)."""
+    import time
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import train  # noqa: F401  (registers the config resolvers)
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        cfg = compose("config", overrides=[f"experiment={experiment}", *overrides])
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup()
+    loader = iter(datamodule.train_dataloader())
+    first = next(loader)  # worker start-up is not throughput
+    started, samples = time.perf_counter(), 0
+    for _ in range(batches):
+        samples += len(next(loader)["label"])
+    loader_rate = samples / (time.perf_counter() - started)
+
+    net = instantiate(cfg.model)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    for step in range(steps + 1):
+        if step == 1:  # the first step pays one-off allocation costs
+            started = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(net(first["input"], first.get("mask")), first["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    step_rate = steps * len(first["label"]) / (time.perf_counter() - started)
+    return {"experiment": experiment, "overrides": " ".join(overrides), "batch_size": len(first["label"]),
+            "num_workers": datamodule.num_workers, "loader_samples_per_s": round(loader_rate, 1),
+            "train_samples_per_s": round(step_rate, 2), "ratio": round(loader_rate / step_rate, 1)}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="loader throughput vs the model's training-step rate")
+    parser.add_argument("experiment")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.num_workers=2")
+    parser.add_argument("--batches", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=3)
+    options = parser.parse_args()
+    print(json.dumps(measure_throughput(options.experiment, options.overrides, options.batches, options.steps)))

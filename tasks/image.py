@@ -2,7 +2,7 @@
 
 Reader of the released CIFAR-10 python pickles (or a Hugging Face copy of `cifar10`), the greyscale conversions of
 the reference pipelines, the seeded 45k/5k split of S4/MEGA, a learnable stand-in written in the released layout,
-and the datamodule. Format facts: `docs/image-speech-data.md` and the shared `lra-data.md` §6.
+and the datamodule. User docs: README "Image and Speech Commands data".
 """
 
 from __future__ import annotations

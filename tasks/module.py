@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from lightning import LightningModule
 from torch import nn
@@ -99,6 +101,26 @@ def count_parameters(net: nn.Module) -> dict[str, int]:
     return {"total": sum(p.numel() for p in net.parameters()), "embedding": embedding}
 
 
+def rng_states() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as plain types and tensors (loadable with weights_only=True)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    states = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position,
+                                                    has_gauss, cached), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of `rng_states`."""
+    random.setstate(states["python"])
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def net_options(net: nn.Module) -> dict[str, Any] | None:
     """The options the net was built with, when it exposes them (`net.config.to_dict()` or a dataclass)."""
     config = getattr(net, "config", None)
@@ -139,6 +161,7 @@ class SequenceClassifier(LightningModule):
         self.acc = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
         self.val_acc_best = MaxMetric()
         self._batch_started = 0.0
+        self._rng_to_restore: dict[str, Any] | None = None
         self.samples_seen = 0
         self.train_time = 0.0
 
@@ -173,6 +196,9 @@ class SequenceClassifier(LightningModule):
     # ---- throughput -------------------------------------------------------------------------------------------------
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # resumed: dropout continues exactly where the saved run was
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
         self._batch_started = time.perf_counter()
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -208,6 +234,7 @@ class SequenceClassifier(LightningModule):
     # ---- checkpoints ------------------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = rng_states()
         options = net_options(self.net)
         if options is not None:
             checkpoint["net_options"] = options
@@ -215,7 +242,9 @@ class SequenceClassifier(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved, current = checkpoint.get("net_options"), net_options(self.net)
         if saved is not None and current is not None:
-            differ = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+            # dropout rates may change (e.g. evaluating or fine-tuning); every other option shapes the function
+            differ = sorted(k for k in saved.keys() | current.keys()
+                            if saved.get(k) != current.get(k) and "dropout" not in k)
             if differ:
                 details = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in differ)
                 raise ValueError(f"the checkpoint was trained with another model config ({details}); "
@@ -225,3 +254,5 @@ class SequenceClassifier(LightningModule):
             if name in mine and mine[name].shape != tensor.shape:
                 raise ValueError(f"the checkpoint's {name} has shape {tuple(tensor.shape)} but this model has "
                                  f"{tuple(mine[name].shape)}: it was trained with another model config")
+        # restored at the first training batch, after anything in between (sanity check, loaders) drew numbers
+        self._rng_to_restore = checkpoint.get("rng_states")

@@ -2,7 +2,8 @@
 
 Reader of the Speech Commands v0.02 folder layout, the S4/MEGA selection (10 words, only clips of exactly one
 second) and split (stratified 70/15/15, or the official list files), normalisation from training statistics, a
-synthetic stand-in written in the released layout, and the datamodule. Facts: shared `lra-data.md` §8.
+synthetic stand-in written in the released layout, and the datamodule. User docs: README "Image and Speech
+Commands data".
 """
 
 from __future__ import annotations

@@ -16,11 +16,9 @@ import train  # noqa: F401  (registers the config resolvers)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
-# a tiny MEGA: every experiment's model shrunk so a few CPU steps take seconds
-TINY_MODEL = [
-    "model.hidden_size=16", "model.num_hidden_layers=1", "model.intermediate_size=16",
-    "model.shared_representation_size=8", "model.nffn_hidden_size=16", "model.ema_projection_size=2",
-]
+# a tiny MEGA (model.<key>=<value>): every experiment's model shrunk so a few CPU steps take seconds
+TINY_MODEL = {"hidden_size": 16, "num_hidden_layers": 1, "intermediate_size": 16, "shared_representation_size": 8,
+              "nffn_hidden_size": 16, "ema_projection_size": 2}
 
 
 def compose_config(overrides: list[str], run_dir: Path, data_dir: Path) -> DictConfig:

@@ -1,0 +1,157 @@
+"""ListOps: generator, tsv reader (CRLF, header, bad rows), release layouts, cache and batches."""
+
+from __future__ import annotations
+
+import collections
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.data import ResumableSampler
+from tasks.listops import (
+    LRA_GENERATOR,
+    OPERATORS,
+    VOCAB,
+    ListOpsDataModule,
+    evaluate,
+    generate_listops,
+    read_tsv,
+    tokenize,
+    write_tsv,
+)
+
+SMALL = {"num_train": 300, "num_val": 50, "num_test": 50, "max_depth": 6, "max_args": 5, "min_length": 20,
+         "max_length": 100, "seed": 3}
+
+
+def small_module(root: Path, **kwargs) -> ListOpsDataModule:
+    options = {"root_dir": str(root), "vocab_size": 16, "num_classes": 10, "max_length": 2000, "batch_size": 16,
+               "generator": SMALL, **kwargs}
+    return ListOpsDataModule(**options)
+
+
+def test_generator_labels_lengths_and_distribution() -> None:
+    splits = generate_listops(SMALL)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [300, 50, 50]
+    rows = [row for split in splits.values() for row in split]
+    assert len({text for text, _ in rows}) == len(rows), "duplicates must be dropped"
+    labels = collections.Counter()
+    for text, label in rows:
+        tokens = tokenize(text)
+        assert evaluate(tokens) == label
+        assert SMALL["min_length"] < len(tokens) < SMALL["max_length"]
+        assert text.count("(") == text.count(")")
+        labels[label] += 1
+    assert set(labels) == set(range(10))
+    assert max(labels.values()) / len(rows) < 0.35  # skewed towards 0 and 9, but no class dominates
+    assert generate_listops(SMALL) == splits, "seeded: the same options give the same data"
+
+
+def test_serialisation_matches_lra_example() -> None:
+    # LRA writes MAX(2, MIN(9, 4)) as nested pairs; our evaluator and tokeniser agree on it
+    text = "( ( ( [MAX 2 ) ( ( ( [MIN 9 ) 4 ) ] ) ) ] )"
+    assert tokenize(text) == ["[MAX", "2", "[MIN", "9", "4", "]", "]"]
+    assert evaluate(tokenize(text)) == 4
+    assert evaluate(["[MED", "1", "2", "]"]) == 1 and evaluate(["[SM", "7", "8", "]"]) == 5
+
+
+def test_lra_defaults() -> None:
+    assert LRA_GENERATOR == {"num_train": 96000, "num_val": 2000, "num_test": 2000, "max_depth": 10,
+                             "max_args": 10, "min_length": 500, "max_length": 2000, "seed": 0}
+    assert set(OPERATORS) == {"[MIN", "[MAX", "[MED", "[SM"} and len(VOCAB) + 1 == 16
+
+
+def test_reader_accepts_crlf_lf_and_missing_header(tmp_path: Path) -> None:
+    crlf = tmp_path / "crlf.tsv"
+    write_tsv(crlf, [("( ( [MAX 1 ) 7 ) ] )", 7)])
+    assert b"\r\n" in crlf.read_bytes()
+    lf = tmp_path / "lf.tsv"
+    lf.write_text("( ( [MAX 1 ) 7 ) ] )\t7\n")
+    expected = [([VOCAB["[MAX"], VOCAB["1"], VOCAB["7"], VOCAB["]"]], 7)]
+    assert list(read_tsv(crlf)) == expected == list(read_tsv(lf))
+
+
+@pytest.mark.parametrize("row,message", [
+    ("[MAX 1 2 ]", "expected 2 tab-separated columns"),
+    ("[MAX 1 2 ]\tseven", "is not an integer"),
+    ("[MAX 1 2 ]\t12", "outside 0..9"),
+    ("[MEAN 1 2 ]\t1", "unknown token '[MEAN'"),
+])
+def test_reader_names_file_and_line_of_bad_rows(tmp_path: Path, row: str, message: str) -> None:
+    path = tmp_path / "basic_train.tsv"
+    path.write_text(f"Source\tTarget\r\n[MAX 1 2 ]\t2\r\n{row}\r\n")
+    with pytest.raises(ValueError, match=rf"basic_train.tsv:3: .*{re.escape(message)}"):
+        list(read_tsv(path))
+
+
+@pytest.mark.parametrize("layout", ["listops-1000", "lra_release/listops-1000", "lra_release/lra_release/listops-1000",
+                                    "listops"])
+def test_finds_release_layouts(tmp_path: Path, layout: str) -> None:
+    folder = tmp_path / layout
+    folder.mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        write_tsv(folder / f"basic_{split}.tsv", [("( ( [SM 4 ) 5 ) ] )", 9), ("( ( [MIN 4 ) 5 ) ] )", 4)])
+    module = small_module(tmp_path)
+    assert module.raw_folder() == folder
+    module.prepare_data()
+    module.setup()
+    assert len(module.splits["val"]) == 2
+
+
+def test_missing_split_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "listops-1000"
+    folder.mkdir()
+    write_tsv(folder / "basic_train.tsv", [("( ( [SM 4 ) 5 ) ] )", 9)])
+    with pytest.raises(FileNotFoundError, match="has no basic_val.tsv"):
+        small_module(tmp_path).prepare_data()
+
+
+def test_generates_when_absent_then_caches(tmp_path: Path) -> None:
+    module = small_module(tmp_path)
+    module.prepare_data()
+    generated = module.raw_folder()
+    assert generated.name.startswith("listops-generated-") and (generated / "basic_test.tsv").exists()
+    caches = list((tmp_path / "cache").iterdir())
+    assert len(caches) == 1 and not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+    module.setup()
+    assert [len(module.splits[s]) for s in ("train", "val", "test")] == [300, 50, 50]
+    # other generator options must not silently reuse the folder
+    with pytest.raises(ValueError, match="data.generator.seed"):
+        small_module(tmp_path, data_dir=str(generated), generator={**SMALL, "seed": 4}).prepare_data()
+    # a token-changing option gets its own cache
+    small_module(tmp_path, max_length=30).prepare_data()
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_batches_follow_contract_one(tmp_path: Path) -> None:
+    module = small_module(tmp_path, eval_batch_size=64)
+    module.prepare_data()
+    module.setup()
+    batch = next(iter(module.train_dataloader()))
+    assert batch["input"].dtype == torch.long and batch["label"].shape == (16,)
+    assert batch["mask"].dtype == torch.bool and batch["mask"].shape == batch["input"].shape
+    assert (batch["input"][~batch["mask"]] == 0).all() and (batch["input"][batch["mask"]] > 0).all()
+    val_batches = list(module.val_dataloader())
+    assert sum(len(b["label"]) for b in val_batches) == 50, "eval keeps the last partial batch"
+
+
+def test_sampler_resumes_mid_epoch() -> None:
+    sampler = ResumableSampler(10, batch_size=3, seed=5)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.batches_done = 2
+    assert list(sampler) == full[6:] and len(sampler) == 10
+    sampler.set_epoch(3)
+    assert sampler.batches_done == 0 and sorted(sampler) == list(range(10)) and list(sampler) != full
+
+
+def test_synthetic_is_small_and_statistics_hold(tmp_path: Path) -> None:
+    module = small_module(tmp_path, synthetic=True)
+    module.prepare_data()
+    module.setup()
+    lengths = [len(x) for x in module.splits["train"]["input"]]
+    assert len(lengths) == 256 and 10 < min(lengths) and max(lengths) < 64
+    assert statistics.mean(int(y) for y in module.splits["train"]["label"]) > 0

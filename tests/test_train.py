@@ -1,0 +1,160 @@
+"""The training app end to end on tiny generated data: every experiment, results.json, resume, W&B, bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import wandb
+from omegaconf import DictConfig, open_dict
+
+import train
+from tasks.module import cosine, linear_decay, parameter_groups
+from tests.conftest import EXPERIMENTS, TINY_MODEL
+
+
+class CrashAtStep(L.Callback):
+    """Simulates a killed job: fails as the batch after `step` starts (its checkpoint is already written)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"simulated crash after step {self.step}")
+
+
+def shrink(cfg: DictConfig) -> DictConfig:
+    """Apply the TINY_MODEL sizes that this experiment's model has (other model families may lack some)."""
+    with open_dict(cfg):
+        for key, value in TINY_MODEL.items():
+            if key in cfg.model:
+                cfg.model[key] = value
+    return cfg
+
+
+def run(cfg: DictConfig) -> dict:
+    train.main(shrink(cfg))
+    return json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_a_few_steps(make_cfg, experiment: str) -> None:
+    results = run(make_cfg(f"experiment={experiment}", "trainer.max_steps=2", "trainer.limit_train_batches=1"))
+    assert results["steps"] == 2 and results["experiment"] == experiment
+    assert 0.0 <= results["test/acc"] <= 1.0
+
+
+def test_results_json_and_wandb_offline(make_cfg) -> None:
+    cfg = make_cfg("logger=wandb", "tags=[unit]")
+    results = run(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    for key in ("val/acc_best", "test/acc", "test/loss", "params/total", "params/embedding", "steps",
+                "wall_seconds", "train/samples_per_second", "experiment", "overrides"):
+        assert results[key] is not None, key
+    assert results["steps"] == 4 and "logger=wandb" in results["overrides"]
+    assert 0 < results["params/embedding"] < results["params/total"]
+    assert Path(results["best_checkpoint"]).parent == run_dir / "checkpoints"
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "csv" / "metrics.csv").exists()
+    # the offline W&B run is named by the run dir's id and finished after the job
+    wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert [p.name.endswith(train.stable_id(str(run_dir))) for p in wandb_runs] == [True]
+    assert wandb.run is None
+
+
+def test_resume_ends_with_the_same_weights(make_cfg) -> None:
+    common = ["trainer.max_steps=6", "trainer.limit_train_batches=null", "data.batch_size=64",
+              "callbacks.periodic_checkpoint.every_n_train_steps=3"]
+    straight = make_cfg(*common, run="straight")
+    run(straight)
+
+    crashed = make_cfg(*common, "+callbacks.crash._target_=tests.test_train.CrashAtStep",
+                       "+callbacks.crash.step=3", run="resumed")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(crashed)
+    resumed_dir = Path(crashed.paths.output_dir)
+    assert torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+    results = run(make_cfg(*common, f"ckpt_path={resumed_dir}", run="resumed"))
+    assert results["steps"] == 6
+    expected = weights(Path(straight.paths.output_dir) / "checkpoints" / "last.ckpt")
+    actual = weights(resumed_dir / "checkpoints" / "last.ckpt")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_checkpoint_of_another_model_config_is_refused(make_cfg) -> None:
+    first = make_cfg("trainer.max_steps=2", "trainer.limit_train_batches=1", run="first")
+    run(first)
+    other = make_cfg("trainer.max_steps=4", f"ckpt_path={first.paths.output_dir}", run="first")
+    with open_dict(other):
+        other.model.attention_activation = "laplace"  # same parameter shapes: only the option check can tell
+    with pytest.raises(ValueError, match="model.attention_activation: checkpoint 'softmax' vs config 'laplace'"):
+        run(other)
+
+
+def test_checkpoint_paths_and_run_ids(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"")
+    assert train.checkpoint_file(str(tmp_path)) == last == train.checkpoint_file(str(last))
+    assert train.run_dir_of(str(last)) == tmp_path == train.run_dir_of(str(tmp_path))
+    assert train.resume_dir(None, "outputs/x") == "outputs/x"
+    assert train.stable_id(str(tmp_path)) == train.stable_id(str(tmp_path / "." )) != train.stable_id("elsewhere")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        train.checkpoint_file(str(tmp_path / "missing"))
+
+
+def test_weight_decay_groups() -> None:
+    net = torch.nn.Sequential(torch.nn.Embedding(5, 4), torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    (everything,) = parameter_groups(net, 0.01, [])
+    assert len(everything["params"]) == 5 and everything["weight_decay"] == 0.01
+    decay, no_decay = parameter_groups(net, 0.01, ["bias", "norm", "embedding"])
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 4])] and no_decay["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match="module.no_weight_decay has unknown kinds"):
+        parameter_groups(net, 0.01, ["gamma"])
+
+
+def test_schedules() -> None:
+    def lrs(make, steps: int) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        schedule = make(optimizer)
+        values = []
+        for _ in range(steps):
+            values.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return values
+
+    linear = lrs(lambda o: linear_decay(o, total_steps=10, warmup_steps=4), 11)
+    assert linear[0] == pytest.approx(1e-7) and linear[2] == pytest.approx(0.5, abs=1e-6)
+    assert linear[4] == pytest.approx(1.0) and linear[7] == pytest.approx(0.5) and linear[10] == 0.0
+    squared = lrs(lambda o: linear_decay(o, total_steps=10, warmup_steps=4, warmup_power=2), 3)
+    assert squared[2] == pytest.approx(0.25, abs=1e-6)
+    cos = lrs(lambda o: cosine(o, total_steps=10, warmup_steps=2), 11)
+    assert cos[2] == pytest.approx(1.0) and cos[6] == pytest.approx(0.5) and cos[10] == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_multirun_makes_separate_runs(tmp_path: Path) -> None:
+    command = [sys.executable, "train.py", "-m", "experiment=lra_listops_demo", "model.chunk_size=16,32",
+               "trainer.max_steps=5", "data.synthetic=true", "logger=wandb", f"paths.data_dir={tmp_path / 'data'}",
+               f"paths.log_dir={tmp_path / 'outputs'}", *[f"{k}={v}" for k, v in TINY_MODEL.items()]]
+    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1], env={"WANDB_MODE": "offline",
+                   "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=600)
+    results = sorted(tmp_path.glob("outputs/lra_listops_demo/multiruns/*/*/results.json"))
+    assert len(results) == 2
+    ids = {p.name.rsplit("-", 1)[1] for r in results for p in (r.parent / "wandb").glob("offline-run-*")}
+    assert len(ids) == 2
+    assert {tuple(json.loads(r.read_text())["overrides"])[1] for r in results} == {"model.chunk_size=16",
+                                                                                  "model.chunk_size=32"}
