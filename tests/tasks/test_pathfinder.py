@@ -13,7 +13,6 @@ from scipy import ndimage
 
 from tasks import pathfinder as pf
 from tasks import pathfinder_generator as gen
-from tests.conftest import TINY_MODEL
 
 # A style in which the label can be read off the image: consecutive dashes are 1 px apart (so they touch after
 # pixelisation), while different paths keep margin 4 (so they never touch), and markers are the only bright pixels.
@@ -275,14 +274,11 @@ def test_datamodule_rejects_bad_options(tmp_path):
         module(tmp_path, resolution=128, max_length=1024)
 
 
-def test_demo_experiment_trains(make_cfg):
-    import train
-
-    cfg = make_cfg("experiment=lra_pathfinder_demo", *TINY_MODEL, "data.synthetic_size=40", "data.batch_size=8",
-                   "data.eval_batch_size=8", "trainer.max_steps=3")
-    results = train.train(cfg)
-    assert results["steps"] == 3 and results["test/acc"] is not None
-    assert cfg.model.input_kind == "real" and cfg.model.max_positions == 1024
+def test_demo_preset_wires_data_facts_into_the_model(make_cfg):
+    # its training steps run in tests/test_train.py::test_every_experiment_runs_a_few_steps
+    cfg = make_cfg("experiment=lra_pathfinder_demo")
+    assert cfg.model.input_kind == "real" and cfg.model.max_positions == 1024 and cfg.model.num_labels == 2
+    assert cfg.data.synthetic and 1024 % cfg.model.chunk_size == 0
 
 
 def test_pathx_config_resolves(make_cfg):
