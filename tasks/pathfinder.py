@@ -251,6 +251,7 @@ class PathfinderDataModule(ArrayDataModule):
         splits = split_indices(len(samples), self.val_fraction, self.test_fraction, self.split_seed)
         return {"input": decode_images(samples, self.resolution, self._scratch, self.decode_workers),
                 "label": np.array([s.label for s in samples], dtype=np.int64),
+                "skipped_empty": np.array(self.skipped, dtype=str),  # kept in the cache, in `extras` after setup
                 **{f"split_{name}": rows for name, rows in splits.items()}}
 
     def prepare_data(self) -> None:

@@ -233,6 +233,7 @@ def test_datamodule_reads_release_skips_empty_and_caches(tmp_path, monkeypatch):
     dm.prepare_data()
     assert dm.skipped == [str(folder / "imgs/0/sample_7.png")]
     dm.setup()
+    assert dm.extras["skipped_empty"].tolist() == dm.skipped
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 41, "val": 4, "test": 4}
     batch = next(iter(dm.val_dataloader()))
     assert set(batch) == {"input", "label"}
