@@ -155,6 +155,7 @@ class PathfinderDataModule(ArrayDataModule):
 
     input_kind="real": floats (p/255 − pixel_mean)/pixel_std (S4/MEGA: 0.5 / 0.5, i.e. [−1, 1]);
     input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels; vocab_size 257).
+    pool=p: average p×p pixels per batch (S4's option), sequences of (R/p)²; the cache keeps full images.
     synthetic=true: `synthetic_size` images of our generator (LRA's style for the resolution with the
     `synthetic_style` overrides, e.g. {contour_length: 6}), written in the released layout and read like it.
     """
@@ -175,19 +176,21 @@ class PathfinderDataModule(ArrayDataModule):
         synthetic_style: dict[str, Any] | None = None,
         synthetic_seed: int = 0,
         decode_workers: int | None = None,
+        pool: int = 1,
         **kwargs: Any,
     ) -> None:
-        facts = {"input_kind": "real", "vocab_size": 257, "num_classes": 2, "max_length": resolution * resolution}
-        super().__init__(**{**facts, **kwargs})
         if resolution not in generator.PRESETS:
             raise ValueError(f"data.resolution={resolution}: choose one of {sorted(generator.PRESETS)}")
-        if self.max_length != resolution * resolution:
-            raise ValueError(f"data.max_length={self.max_length} but data.resolution={resolution} gives sequences "
-                             f"of {resolution * resolution}: set data.max_length={resolution * resolution} "
-                             "(data=pathx sets both for 128)")
+        if pool < 1 or resolution % pool:
+            raise ValueError(f"data.pool={pool}: must be a divisor of data.resolution={resolution}")
+        length = (resolution // pool) ** 2
+        super().__init__(**{"input_kind": "real", "vocab_size": 257, "num_classes": 2, "max_length": length, **kwargs})
+        if self.max_length != length:
+            raise ValueError(f"data.max_length={self.max_length} but data.resolution={resolution} and data.pool={pool} "
+                             f"give sequences of {length}: set data.max_length={length} (data=pathx sets it for 128)")
         if self.input_kind == "tokens" and self.vocab_size != 257:
             raise ValueError(f"data.vocab_size={self.vocab_size}: pixel tokens are 1..256 (0 = padding), set 257")
-        self.resolution = resolution
+        self.resolution, self.pool = resolution, pool
         self.difficulty = generator.difficulty_name(difficulty)
         self.release_folders = (f"pathfinder{resolution}/{self.difficulty}",
                                 f"pathfinder/pathfinder{resolution}/{self.difficulty}")  # as released, as in S4
@@ -262,7 +265,11 @@ class PathfinderDataModule(ArrayDataModule):
                 self._scratch.unlink(missing_ok=True)
 
     def transform(self, name: str, values: torch.Tensor) -> torch.Tensor:
-        """Grey values 0..255 → normalised floats, or token ids 1..256."""
+        """Grey values 0..255 (average-pooled pool×pool, as S4's `pool`) → normalised floats, or token ids 1..256."""
+        if self.pool > 1:
+            side, p = self.resolution // self.pool, self.pool
+            pooled = values.float().view(-1, side, p, side, p).mean(dim=(2, 4)).flatten(1)
+            values = pooled.round().long() if self.input_kind == "tokens" else pooled
         if self.input_kind == "tokens":
             return values + 1
         return (values / 255.0 - self.pixel_mean) / self.pixel_std

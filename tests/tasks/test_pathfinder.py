@@ -254,6 +254,13 @@ def test_datamodule_reads_release_skips_empty_and_caches(tmp_path, monkeypatch):
     tokens = next(iter(again.val_dataloader()))["input"]
     assert tokens.dtype == torch.long and tokens.min() >= 1 and tokens.max() <= 256
 
+    pooled = module(tmp_path, pool=2, max_length=256)
+    pooled.prepare_data()
+    pooled.setup()
+    small = next(iter(pooled.val_dataloader()))["input"]
+    pixels = pf.decode_png(first.path, 32).astype(np.float64).reshape(16, 2, 16, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(small[0].numpy(), pixels.ravel() / 127.5 - 1, atol=1e-5)
+
 
 def test_datamodule_synthetic_standin(tmp_path, caplog):
     dm = module(tmp_path, synthetic=True, synthetic_size=20, synthetic_style={"contour_length": 4})
@@ -273,13 +280,15 @@ def test_datamodule_rejects_bad_options(tmp_path):
         module(tmp_path, difficulty="medium")
     with pytest.raises(ValueError, match="data.max_length=16384"):
         module(tmp_path, resolution=128, max_length=1024)
+    with pytest.raises(ValueError, match="data.pool=3"):
+        module(tmp_path, pool=3)
 
 
 def test_demo_preset_wires_data_facts_into_the_model(make_cfg):
     # its training steps run in tests/test_train.py::test_every_experiment_runs_a_few_steps
     cfg = make_cfg("experiment=lra_pathfinder_demo")
-    assert cfg.model.input_kind == "real" and cfg.model.max_positions == 1024 and cfg.model.num_labels == 2
-    assert cfg.data.synthetic and 1024 % cfg.model.chunk_size == 0
+    assert cfg.model.input_kind == "real" and cfg.model.max_positions == 256 and cfg.model.num_labels == 2
+    assert cfg.data.synthetic and cfg.data.max_length == (cfg.data.resolution // cfg.data.pool) ** 2
 
 
 def test_pathx_config_resolves(make_cfg):
