@@ -5,6 +5,7 @@ from mega.config import MegaConfig
 from mega.encoder import MegaEncoder
 from mega.heads import ClassifierHead, SequenceClassifier, combine_pair, pool
 from mega.hf import from_transformers
+from mega.transformer import TransformerConfig, TransformerForSequenceClassification
 
 __all__ = [
     "ClassifierHead",
@@ -12,6 +13,8 @@ __all__ = [
     "MegaEncoder",
     "MegaForSequenceClassification",
     "SequenceClassifier",
+    "TransformerConfig",
+    "TransformerForSequenceClassification",
     "combine_pair",
     "from_transformers",
     "pool",
