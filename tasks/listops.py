@@ -107,8 +107,10 @@ def generate_listops(options: dict[str, Any]) -> dict[str, list[tuple[str, int]]
             text, value, count = sample_tree(rng, options["max_depth"], options["max_args"], options["max_length"])
         except _TooLong:
             continue
-        if count > options["min_length"]:
-            examples.setdefault(text, value)
+        if count > options["min_length"] and text not in examples:
+            examples[text] = value
+            if len(examples) % 10000 == 0:
+                log.info("ListOps generator: %d / %d examples", len(examples), wanted)
     items = list(examples.items())
     first, second = options["num_train"], options["num_train"] + options["num_val"]
     return {"train": items[:first], "val": items[first:second], "test": items[second:]}

@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 NO_DECAY_CHOICES = ("bias", "norm", "embedding")
 
 
+def per_group_schedule(optimizer: torch.optim.Optimizer, lr_at: Callable[[int, float], float]) -> LambdaLR:
+    """A LambdaLR stepping every update; `lr_at(step, peak)` gives the lr of a group whose configured lr is peak."""
+
+    def factor(peak: float) -> Callable[[int], float]:
+        return lambda step: lr_at(step, peak) / peak
+
+    return LambdaLR(optimizer, [factor(group["lr"]) for group in optimizer.param_groups])
+
+
 def linear_decay(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
@@ -37,16 +46,13 @@ def linear_decay(
     """fairseq's `linear_decay`: lr rises from `warmup_init_lr` to each group's peak lr as (t/W)^power over
     W = `warmup_steps` updates, then falls linearly to `end_lr` at `total_steps`."""
 
-    def factor(peak: float) -> Callable[[int], float]:
-        def lr_at(step: int) -> float:
-            if step < warmup_steps:  # lr = init + (peak - init) (t/W)^k
-                return (warmup_init_lr + (peak - warmup_init_lr) * (step / warmup_steps) ** warmup_power) / peak
-            remaining = max(total_steps - step, 0) / max(total_steps - warmup_steps, 1)
-            return (end_lr + (peak - end_lr) * remaining) / peak  # lr = end + (peak - end) (T - t)/(T - W)
+    def lr_at(step: int, peak: float) -> float:
+        if step < warmup_steps:  # lr = init + (peak - init) (t/W)^k
+            return warmup_init_lr + (peak - warmup_init_lr) * (step / warmup_steps) ** warmup_power
+        remaining = max(total_steps - step, 0) / max(total_steps - warmup_steps, 1)
+        return end_lr + (peak - end_lr) * remaining  # lr = end + (peak - end) (T - t)/(T - W)
 
-        return lr_at
-
-    return LambdaLR(optimizer, [factor(group["lr"]) for group in optimizer.param_groups])
+    return per_group_schedule(optimizer, lr_at)
 
 
 def cosine(
@@ -58,16 +64,13 @@ def cosine(
 ) -> LambdaLR:
     """Linear warm-up from `warmup_init_lr`, then cosine decay to `min_lr_ratio` × peak at `total_steps`."""
 
-    def factor(peak: float) -> Callable[[int], float]:
-        def lr_at(step: int) -> float:
-            if step < warmup_steps:
-                return (warmup_init_lr + (peak - warmup_init_lr) * step / warmup_steps) / peak
-            progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-            return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    def lr_at(step: int, peak: float) -> float:
+        if step < warmup_steps:
+            return warmup_init_lr + (peak - warmup_init_lr) * step / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return peak * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
-        return lr_at
-
-    return LambdaLR(optimizer, [factor(group["lr"]) for group in optimizer.param_groups])
+    return per_group_schedule(optimizer, lr_at)
 
 
 def parameter_groups(net: nn.Module, weight_decay: float, no_decay: list[str]) -> list[dict[str, Any]]:
