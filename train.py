@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.module import count_parameters
@@ -76,6 +78,13 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(node) for node in (group or {}).values() if node and "_target_" in node]
 
 
+def relaunch_this_job_only() -> None:
+    """Lightning DDP starts its other ranks by re-running `sys.argv`: in a multirun that would be the whole sweep,
+    so make it this job's overrides alone (the ranks then share this job's run dir)."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        sys.argv = [sys.argv[0], *HydraConfig.get().overrides.task, "hydra.mode=RUN"]
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as configured; return the results written to results.json."""
     started = time.perf_counter()
@@ -86,6 +95,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     module: L.LightningModule = hydra.utils.instantiate(cfg.module)
     callbacks, loggers = instantiate_all(cfg.get("callbacks")), instantiate_all(cfg.get("logger"))
+    relaunch_this_job_only()
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -133,6 +143,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)["metric"]
+    except Exception:
+        if cfg.get("failed_trial_value") is None:
+            raise  # a basic multirun still runs its other jobs and reports this failure at the end
+        # an Optuna study would stop at the first failed trial: score it as the worst and search on
+        log.exception("This trial failed; it scores failed_trial_value=%s and the search goes on", cfg.failed_trial_value)
+        return cfg.failed_trial_value
     finally:
         import wandb  # each job of a multirun must be its own W&B run
 

@@ -7,6 +7,7 @@ from mega.encoder import MegaEncoder
 from mega.heads import ClassifierHead, SequenceClassifier, combine_pair, pool
 from mega.hf import from_transformers, load_pretrained
 from mega.lm import LMOutput, MegaForCausalLM, MegaForMaskedLM
+from mega.transformer import TransformerConfig, TransformerForSequenceClassification
 
 __all__ = [
     "ClassifierHead",
@@ -18,6 +19,8 @@ __all__ = [
     "MegaForMaskedLM",
     "MegaForSequenceClassification",
     "SequenceClassifier",
+    "TransformerConfig",
+    "TransformerForSequenceClassification",
     "combine_pair",
     "from_transformers",
     "load_pretrained",

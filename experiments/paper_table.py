@@ -1,0 +1,112 @@
+"""Run the whole paper table: every task × {MEGA, MEGA-chunk} (and optionally the Transformer) × seeds.
+
+    python -m experiments.paper_table --dry-run              # print the commands, run nothing
+    python -m experiments.paper_table                        # 8 tasks × 2 models × 5 seeds, then the report
+    python -m experiments.paper_table --tasks lra_text lra_image --seeds 1 2 --models mega transformer
+    python -m experiments.paper_table -- hydra/launcher=slurm trainer=gpu   # extra overrides for every job
+
+Each model is one Hydra multirun (so `hydra/launcher=slurm` sends all its jobs to the cluster at once). A failed
+job does not stop the others: Hydra runs the whole sweep and reports the failure at the end; this script goes on
+with the next multirun and lists the failures before it writes the report (`experiments.report`) of everything
+that finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from experiments.report import TASKS
+from experiments.report import main as report_main
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+MODELS = ("mega", "mega_chunk", "transformer")
+
+
+def available_tasks() -> list[str]:
+    """Tasks with an experiment config, in the paper's order."""
+    names = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
+    return [t for t in TASKS if t in names] + sorted(
+        n for n in names - set(TASKS) if not n.endswith("_chunk")
+    )
+
+
+def experiments_for(model: str, tasks: list[str]) -> list[str]:
+    """The experiment names one model runs: `<task>` (MEGA), `<task>_chunk` (MEGA-chunk), or the tasks that
+    have a Transformer size in conf/arch/transformer/ (the paper has no Transformer for SC-Raw: out of memory)."""
+    if model == "mega":
+        return list(tasks)
+    if model == "mega_chunk":
+        return [f"{t}_chunk" for t in tasks if (CONF / "experiment" / f"{t}_chunk.yaml").exists()]
+    return [t for t in tasks if (CONF / "arch" / "transformer" / f"{t}.yaml").exists()]
+
+
+def commands(
+    models: list[str], tasks: list[str], seeds: list[int], out: Path, extra: list[str]
+) -> list[list[str]]:
+    """One `train.py -m` command per model, sweeping its experiments × seeds into out/<model>/."""
+    cmds = []
+    for model in models:
+        names = experiments_for(model, tasks)
+        if not names:
+            continue
+        cmd = [
+            sys.executable,
+            "train.py",
+            "-m",
+            "experiment=" + ",".join(names),
+            "seed=" + ",".join(map(str, seeds)),
+        ]
+        if model == "transformer":
+            cmd.append("model=transformer")
+        cmd += [f"hydra.sweep.dir={out / model}", *extra]
+        cmds.append(cmd)
+    return cmds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tasks", nargs="+", default=None, help="experiment names without _chunk (default: all)"
+    )
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=["mega", "mega_chunk"])
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="the paper averages 5 seeds"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("multirun/paper_table"), help="root of all sweep folders"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides added to every job (after --)")
+    args = parser.parse_args(argv)
+
+    known = available_tasks()
+    tasks = args.tasks or known
+    unknown = sorted(set(tasks) - set(known))
+    if unknown:
+        parser.error(f"no experiment config for {unknown} in {CONF / 'experiment'}; choose from {known}")
+    cmds = commands(args.models, tasks, args.seeds, args.out, args.overrides)
+    if args.dry_run:
+        for cmd in cmds:
+            print(shlex.join(cmd))
+        return 0
+
+    failed = []
+    for cmd in cmds:
+        print("+", shlex.join(cmd), flush=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            failed.append(shlex.join(cmd))
+    for cmd in failed:
+        print(f"at least one job failed in: {cmd} (its log is in the job folder; the others finished)")
+    report_status = report_main([str(ROOT / args.out)])
+    return 1 if failed or report_status else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
