@@ -283,7 +283,7 @@ def bar_chart(runs: list[Run], path: Path) -> None:
     ax.set_xticks(range(len(tasks)), [TASKS.get(t, t) for t in tasks], rotation=20)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the bars
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
