@@ -59,7 +59,8 @@ SMOKE_OVERRIDES = {e: ["data.pool=8", "data.max_length=256"] for e in ("lra_path
 )
 def test_every_experiment_runs_a_few_steps(make_cfg, experiment: str) -> None:
     small = ["data.batch_size=4", "data.eval_batch_size=4", *SMOKE_OVERRIDES.get(experiment, [])]
-    results = run(make_cfg(f"experiment={experiment}", "trainer.max_steps=2", "trainer.limit_train_batches=1", *small))
+    results = run(make_cfg(f"experiment={experiment}", "trainer.max_steps=2", "trainer.limit_train_batches=1",
+                           "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", *small))
     assert results["steps"] == 2 and results["experiment"] == experiment
     assert 0.0 <= results["test/acc"] <= 1.0
 
