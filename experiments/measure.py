@@ -17,6 +17,7 @@ needs on top of the model, optimizer state and inputs:
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import dataclasses
 import datetime
@@ -67,14 +68,16 @@ class Job:
 def run_job(job: Job, timeout_s: float | None = None) -> dict[str, Any]:
     """Run `job` in a fresh interpreter and return its result dict.
 
-    The result has `times_s` (one per timed step), `median_s`, `peak_mib`, `base_mib` and the builder's info, or
-    `error` (e.g. "out of memory", "killed by signal 9", "timeout") when the step could not be measured.
+    The result has `times_s` and `cpu_times_s` (one per timed step), `median_s`, `peak_mib`, `base_mib`,
+    `process_s` (the whole process's wall time, start-up included) and the builder's info, or `error` (e.g.
+    "out of memory", "killed by signal 9", "timeout") when the step could not be measured.
     """
     threads = str(job.threads)
     # thread pools are sized at import time, so the environment must say it too
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, "-m", "experiments.measure", json.dumps(dataclasses.asdict(job))]
+    start = time.perf_counter()
     try:
         proc = subprocess.run(
             command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
@@ -83,13 +86,38 @@ def run_job(job: Job, timeout_s: float | None = None) -> dict[str, Any]:
         return {"error": f"timeout after {timeout_s:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
+            return {**json.loads(line[len(RESULT_PREFIX) :]), "process_s": time.perf_counter() - start}
     if proc.returncode < 0:  # the kernel's OOM killer sends SIGKILL
         return {"error": f"killed by signal {-proc.returncode}"}
     raise RuntimeError(
         f"measurement process failed (exit {proc.returncode}) for {job.builder} {job.options}:\n"
         f"{proc.stderr[-4000:]}"
     )
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_repeats: int = 3) -> None:
+    """The options every benchmark script shares: step counts, threads, device, timeout and outputs."""
+    parser.add_argument("--repeats", type=int, default=default_repeats, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (at least 1)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per process")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per configuration")
+    parser.add_argument(
+        "--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="file to write into"
+    )
+    parser.add_argument("--no-markdown", action="store_true", help="only print the tables")
+    parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
+
+
+def publish(name: str, text: str, args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """Print the Markdown block, put it into the `name` section of --markdown, dump `payload` to --json."""
+    print("\n" + text)
+    if not args.no_markdown:
+        write_section(args.markdown, name, text)
+        print(f"\nwrote {args.markdown}")
+    if args.json:
+        args.json.write_text(json.dumps(payload, indent=1))
+        print(f"wrote {args.json}")
 
 
 def machine_info(device: str) -> dict[str, Any]:
@@ -106,6 +134,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "device": device,
         "commit": _git_commit(),
+        "load_start": os.getloadavg()[0],
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -116,6 +145,14 @@ def machine_info(device: str) -> dict[str, Any]:
     except ImportError:
         pass
     return info
+
+
+def load_line(info: dict[str, Any]) -> str:
+    """The machine's 1-minute load average at the start and end of the run: above the core count, timings suffer."""
+    end = os.getloadavg()[0]
+    busy = max(info["load_start"], end) > 0.5 + (info["cpu_count"] or 1)
+    warning = " (busier than its cores: timings are noisy)" if busy else ""
+    return f"- Load average at start / end: {info['load_start']:.1f} / {end:.1f} on {info['cpu_count']} cores{warning}"
 
 
 def default_device() -> str:
@@ -133,6 +170,10 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
 def fmt(value: float | None, digits: int = 3) -> str:
     """A figure for a table cell; '–' where there is none (failed run, missing baseline)."""
     return "–" if value is None else f"{value:.{digits}g}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}×"
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -237,12 +278,14 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 
 def measure(job: Job) -> dict[str, Any]:
-    """Build the job's step in this process, warm up, time `repeats` steps and read the peak memory."""
+    """Build the job's step in this process, warm up, time `repeats` steps and read the peak memory.
+
+    Uses the process's current thread count: `main` (the child process) sets it to `job.threads`.
+    """
     import gc
 
     import torch
 
-    torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)
     device = torch.device(job.device)
     module_name, function_name = job.builder.split(":")
@@ -250,17 +293,18 @@ def measure(job: Job) -> dict[str, Any]:
     step, info = builder(job.options, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     memory = PeakMemory(device)
-    times = []
+    times, cpu_times = [], []
     try:
         for index in range(job.warmup + job.repeats):
             if index == job.warmup:
                 gc.collect()
                 memory.reset()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             step()
             sync()
             if index >= job.warmup:
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
         if not _is_out_of_memory(error):
             raise
@@ -269,6 +313,7 @@ def measure(job: Job) -> dict[str, Any]:
     return {
         **info,
         "times_s": times,
+        "cpu_times_s": cpu_times,  # all threads' CPU time: on a busy machine, compare it with the wall time
         "median_s": statistics.median(times) if times else None,
         "peak_mib": peak / MIB,
         "base_mib": memory.base / MIB,
@@ -278,7 +323,10 @@ def measure(job: Job) -> dict[str, Any]:
 
 
 def main() -> None:
+    import torch
+
     job = Job(**json.loads(sys.argv[1]))
+    torch.set_num_threads(job.threads)
     result = measure(job)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 

@@ -22,19 +22,22 @@ TINY = [
 
 
 def test_one_configuration_is_measured_and_reported():
-    """In this process (fast): the builder, the timing and memory probe, the ratio table."""
-    args = bench_mega.parse_args(["--candidate", "hf", *TINY])
+    """In this process (fast): both builders, the timing and memory probe, the ratio table."""
+    args = bench_mega.parse_args(TINY)
     options = {
         "model": bench_mega.model_options(64, "chunk", 32, 64),
         "batch_size": 1,
         "length": 64,
         "seed": 0,
     }
-    result = measure(Job("experiments.bench_mega:build_hf", options, repeats=2))
-    assert len(result["times_s"]) == 2 and result["median_s"] > 0 and result["peak_mib"] >= 0
-    rows = [{"length": 64, "attention": "chunk", "candidate": result, "hf": result}]
-    text = bench_mega.report(rows, args, machine_info("cpu"), "python -m experiments.bench_mega")
-    assert "| 64 | chunk 32 |" in text and "| 1× |" in text
+    row = {"length": 64, "attention": "chunk"}
+    for role, name in (("candidate", "ours"), ("hf", "hf")):
+        row[role] = measure(Job(bench_mega.IMPLEMENTATIONS[name], options, repeats=1))
+        assert len(row[role]["times_s"]) == 1 and row[role]["median_s"] > 0 and row[role]["peak_mib"] >= 0
+    # same architecture: ours adds only the final ScaleNorm's scalar gain that the HF port lacks
+    assert row["candidate"]["params"] - row["hf"]["params"] in (0, 1)
+    text = bench_mega.report([row], args, machine_info("cpu"), "python -m experiments.bench_mega")
+    assert "| 64 | chunk 32 |" in text and "speed-up (HF/ours)" in text
 
 
 @pytest.mark.slow
@@ -42,7 +45,7 @@ def test_bench_mega_runs_end_to_end_and_writes_its_table(tmp_path):
     markdown = tmp_path / "BENCHMARKS.md"
     markdown.write_text("# Benchmarks\n\nProse the script must keep.\n")
     raw = tmp_path / "bench.json"
-    argv = ["--candidate", "hf", *TINY, "--markdown", str(markdown), "--json", str(raw)]
+    argv = [*TINY, "--markdown", str(markdown), "--json", str(raw)]
     rows = bench_mega.main(argv)
 
     assert [(row["length"], row["attention"]) for row in rows] == [(64, "chunk")]
@@ -52,9 +55,7 @@ def test_bench_mega_runs_end_to_end_and_writes_its_table(tmp_path):
         assert result["peak_mib"] >= 0 and result["threads"] == 2
     text = markdown.read_text()
     assert "Prose the script must keep." in text
-    assert (
-        "| 64 | chunk 32 |" in text and "python -m experiments.bench_mega --candidate hf --lengths 64" in text
-    )
+    assert "| 64 | chunk 32 |" in text and "python -m experiments.bench_mega --lengths 64" in text
     assert json.loads(raw.read_text())["rows"][0]["length"] == 64
 
 
