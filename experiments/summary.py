@@ -17,7 +17,9 @@ from pathlib import Path
 import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import train  # noqa: F401  (registers the config resolvers train.py uses)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 RECIPE_NODES = ("data", "model", "optimizer", "scheduler", "trainer")
@@ -28,6 +30,10 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with hydra.initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra.compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = (
+            "<run dir>"  # nothing is written: a placeholder for ${paths.output_dir}
+        )
     HydraConfig.instance().set_config(cfg)
     return cfg
 
@@ -40,8 +46,8 @@ def build_model(cfg: DictConfig):
 def summary(overrides: list[str]) -> tuple[str, dict]:
     """(resolved recipe as YAML, {"experiment", "model", "params/total", "params/embedding"})."""
     cfg = compose(overrides)
-    recipe = OmegaConf.create({k: cfg[k] for k in RECIPE_NODES if k in cfg})
-    text = OmegaConf.to_yaml(recipe, resolve=True)
+    recipe = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in RECIPE_NODES if k in cfg}
+    text = OmegaConf.to_yaml(OmegaConf.create(recipe))
     counts = build_model(cfg).param_counts()
     choices = cfg.hydra.runtime.choices
     info = {

@@ -28,7 +28,6 @@ def attention_weights(
     key_mask: torch.Tensor | None,
     causal: torch.Tensor | None,
     function: str,
-    scaling: float,
 ) -> torch.Tensor:
     """Weights [B, K, C, C] for chunked query/key [B, K, C, z]; key_mask [B, K, C] (True = real), causal [C, C].
 
@@ -37,7 +36,7 @@ def attention_weights(
     renormalisation.
     """
     if function == "softmax":
-        scores = torch.matmul(query * scaling, key.transpose(-1, -2)) + bias
+        scores = torch.matmul(query, key.transpose(-1, -2)) + bias  # query already scaled by 1/√z
         scores = scores.float()
         blocked = None
         if key_mask is not None:
@@ -85,6 +84,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.v_proj = nn.Linear(dim, vdim)
         self.mx_proj = nn.Linear(dim, zdim + vdim + 2 * dim)
         self.h_proj = nn.Linear(vdim, dim)
+        self.mx_sizes = [dim, zdim, vdim, dim]  # mx_proj rows: update gate φ, Z, reset gate r, X' W_h
         self.qk_gamma = nn.Parameter(torch.empty(2, zdim))
         self.qk_beta = nn.Parameter(torch.empty(2, zdim))
         if config.relative_positional_bias == "simple":
@@ -112,14 +112,22 @@ class MovingAverageGatedAttention(nn.Module):
             x = self.norm(x)
         value = self.activation(self.v_proj(x))  # [B, L, v]  (eq. 10)
         ema = self.dropout(self.ema(x, mask))  # [B, L, D]  (eq. 6)
-        gate_logits, zr, hx = self.mx_proj(ema).split([self.dim, self.zdim + self.vdim, self.dim], dim=-1)
-        zr = F.silu(zr)
-        shared, reset = zr.split([self.zdim, self.vdim], dim=-1)  # Z (eq. 7), r (eq. 12)
-        query = shared * self.qk_gamma[0] + self.qk_beta[0]  # eq. 8
-        key = shared * self.qk_gamma[1] + self.qk_beta[1]  # eq. 9
+        # mx_proj's row blocks used separately: no split (whose backward concatenates the gradients)
+        gate_w, shared_w, reset_w, hx_w = self.mx_proj.weight.split(self.mx_sizes)
+        gate_b, shared_b, reset_b, hx_b = self.mx_proj.bias.split(self.mx_sizes)
+        shared = F.silu(F.linear(ema, shared_w, shared_b))  # Z  (eq. 7)
+        reset = F.silu(F.linear(ema, reset_w, reset_b))  # r  (eq. 12)
+        # eq. 8–9; the softmax scaling 1/√z is folded into Q's scale and offset
+        q_scale = self.scaling if self.function == "softmax" else 1.0
+        query = torch.addcmul(self.qk_beta[0] * q_scale, shared, self.qk_gamma[0] * q_scale)
+        key = torch.addcmul(self.qk_beta[1], shared, self.qk_gamma[1])
         attended = self.attend(query, key, value, mask)  # [B, L, v]  (eq. 11)
-        out = self.dropout(self.activation(hx + self.h_proj(attended * reset)))  # eq. 14
-        out = torch.addcmul(residual, torch.sigmoid(gate_logits), out - residual)  # eq. 13, 15
+        # eq. 14: act(X' W_h + b_h + U_h (O ⊙ r) + b_u) with the two biases summed into one addmm
+        hidden = F.linear(ema, hx_w, hx_b + self.h_proj.bias)
+        hidden = torch.addmm(hidden.flatten(0, 1), (attended * reset).flatten(0, 1), self.h_proj.weight.t())
+        out = self.dropout(self.activation(hidden.view_as(residual)))
+        gate = torch.sigmoid(F.linear(ema, gate_w, gate_b))  # φ  (eq. 13)
+        out = torch.addcmul(residual, gate, out - residual)  # eq. 15
         return out if self.prenorm else self.norm(out)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -138,7 +146,7 @@ class MovingAverageGatedAttention(nn.Module):
         if self.causal:
             causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=query.device).tril()
         weights = attention_weights(chunk(query, chunk_len), chunk(key, chunk_len), self.rel_pos(chunk_len),
-                                    key_mask, causal, self.function, self.scaling)
+                                    key_mask, causal, self.function)
         weights = self.attention_dropout(weights)
         out = torch.matmul(weights, self.hidden_dropout(chunk(value, chunk_len)))  # [B, K, C, v]
         return out.reshape(batch, -1, self.vdim)[:, :seq_len]

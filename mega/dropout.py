@@ -1,10 +1,56 @@
-"""Dropout and feature (channel) dropout, as the reference's FairseqDropout / FairseqFeatureDropout."""
+"""Dropout and feature (channel) dropout, as the reference's FairseqDropout / FairseqFeatureDropout.
+
+On CPU, element dropout draws its mask from 16-bit fields of 64-bit random words (about 3× cheaper than
+`bernoulli_`) and keeps it as bool for the backward (a quarter of the float mask's memory). The drop
+probability is then round(p·2^16)/2^16 (0.1 → 0.100006) and kept values are scaled by 1/(1 − that).
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+FIELDS = 1 << 16
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Bool mask, True with probability 1 − round(p·2^16)/2^16."""
+    count = shape.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, (-(-count // 4),), dtype=torch.int64, device=device)
+    fields = words.view(torch.int16)[:count]  # uniform in [−2^15, 2^15)
+    return (fields >= round(p * FIELDS) - FIELDS // 2).view(shape)
+
+
+def kept_fraction(p: float) -> float:
+    return 1.0 - round(p * FIELDS) / FIELDS
+
+
+class MaskedScale(torch.autograd.Function):
+    """y = x · keep / (1 − p), saving only the bool mask."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return scaled_product(x, keep, scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return scaled_product(grad, keep, ctx.scale), None, None
+
+
+def scaled_product(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """x · keep · scale; converting the mask and one addcmul is cheaper than torch.where on CPU."""
+    return torch.addcmul(x.new_zeros(()), x, keep.to(x.dtype), value=scale)
+
+
+def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Element dropout in training (callers skip it in eval or when p = 0)."""
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)  # fused kernels on accelerators
+    return MaskedScale.apply(x, keep_mask(x.shape, p, x.device), 1.0 / kept_fraction(p))
 
 
 class Dropout(nn.Module):
@@ -22,7 +68,7 @@ class Dropout(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         if not self.feature:
-            return F.dropout(x, self.p, training=True)
+            return dropout(x, self.p)
         if x.dim() == 4:
             return F.dropout2d(x, self.p, training=True)
         return F.dropout1d(x.transpose(1, 2), self.p, training=True).transpose(1, 2)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mega.dropout import Dropout
+
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor | None, kind: str) -> torch.Tensor:
     """[B, L, D] → [B, D] over real positions: 'mean', 'cls' (position 0) or 'last' (last real position)."""
@@ -44,7 +46,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, num_labels: int, dropout: float) -> None:
         super().__init__()
         self.dense = nn.Linear(in_dim, hidden_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out = nn.Linear(hidden_dim, num_labels, bias=False)
         nn.init.xavier_uniform_(self.dense.weight)
         nn.init.zeros_(self.dense.bias)

@@ -119,19 +119,21 @@ def measure_throughput(experiment: str, overrides: list[str], batches: int = 50,
         samples += len(next(loader)["label"])
     loader_rate = samples / (time.perf_counter() - started)
 
-    net = instantiate(cfg.model)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    for step in range(steps + 1):
-        if step == 1:  # the first step pays one-off allocation costs
-            started = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(net(first["input"], first.get("mask")), first["label"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    step_rate = steps * len(first["label"]) / (time.perf_counter() - started)
-    return {"experiment": experiment, "overrides": " ".join(overrides), "batch_size": len(first["label"]),
-            "num_workers": datamodule.num_workers, "loader_samples_per_s": round(loader_rate, 1),
-            "train_samples_per_s": round(step_rate, 2), "ratio": round(loader_rate / step_rate, 1)}
+    result = {"experiment": experiment, "overrides": " ".join(overrides), "batch_size": len(first["label"]),
+              "num_workers": datamodule.num_workers, "loader_samples_per_s": round(loader_rate, 1)}
+    if steps > 0:
+        net = instantiate(cfg.model)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        for step in range(steps + 1):
+            if step == 1:  # the first step pays one-off allocation costs
+                started = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(net(first["input"], first.get("mask")), first["label"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        step_rate = steps * len(first["label"]) / (time.perf_counter() - started)
+        result.update(train_samples_per_s=round(step_rate, 2), ratio=round(loader_rate / step_rate, 1))
+    return result
 
 
 if __name__ == "__main__":
@@ -141,6 +143,6 @@ if __name__ == "__main__":
     parser.add_argument("experiment")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.num_workers=2")
     parser.add_argument("--batches", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="training steps to time (0: loader only)")
     options = parser.parse_args()
     print(json.dumps(measure_throughput(options.experiment, options.overrides, options.batches, options.steps)))
