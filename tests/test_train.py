@@ -49,7 +49,8 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_a_few_steps(make_cfg, experiment: str) -> None:
-    results = run(make_cfg(f"experiment={experiment}", "trainer.max_steps=2", "trainer.limit_train_batches=1"))
+    results = run(make_cfg(f"experiment={experiment}", "trainer.max_steps=2", "trainer.limit_train_batches=1",
+                           "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"))
     assert results["steps"] == 2 and results["experiment"] == experiment
     assert 0.0 <= results["test/acc"] <= 1.0
 
