@@ -8,7 +8,7 @@ from torch import nn
 
 from mega.activations import ACTIVATIONS, laplace, relu2
 from mega.config import MegaConfig
-from mega.dropout import Dropout
+from mega.dropout import Dropout, keep_mask, kept_fraction, scaled_product
 from mega.ema import MultiHeadEMA
 from mega.norms import build_norm
 from mega.positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
@@ -36,7 +36,9 @@ def attention_weights(
     renormalisation.
     """
     if function == "softmax":
-        scores = torch.matmul(query, key.transpose(-1, -2)) + bias  # query already scaled by 1/√z
+        # query already scaled by 1/√z; baddbmm adds the bias inside the matmul (no extra pass over the scores)
+        scores = torch.baddbmm(bias, query.flatten(0, -3), key.flatten(0, -3).transpose(-1, -2))
+        scores = scores.view(*query.shape[:-1], key.size(-2))
         scores = scores.float()
         blocked = None
         if key_mask is not None:
@@ -62,6 +64,49 @@ def attention_weights(
     if causal is not None:
         weights = weights * causal.to(weights.dtype)
     return weights
+
+
+def drop_weights(weights: torch.Tensor, p: float, seed: int, *more: torch.Tensor) -> list[torch.Tensor]:
+    """Attention dropout of `weights` (and of `more` same-shaped tensors) with the mask drawn from `seed`."""
+    generator = torch.Generator(weights.device).manual_seed(seed)
+    keep = keep_mask(weights.shape, p, weights.device, generator)
+    return [scaled_product(t, keep, 1.0 / kept_fraction(p)) for t in (weights, *more)]
+
+
+class RecomputedAttention(torch.autograd.Function):
+    """O = Dropout(W) V with W = attention_weights(Q, K, bias, ...).
+
+    W ([B, K, C, C], the layer's largest tensor) is not stored: the backward recomputes it from Q, K and the
+    bias, and redraws the dropout mask from a saved seed. Gradients are those of the plain expression.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float):
+        seed = int(torch.randint(0, 2**62, (1,))) if dropout_p > 0 else None  # global RNG: seeded runs repeat
+        with torch.no_grad():
+            weights = attention_weights(query, key, bias, key_mask, causal, function)
+            if seed is not None:
+                (weights,) = drop_weights(weights, dropout_p, seed)
+            out = torch.matmul(weights, value)
+        ctx.save_for_backward(query, key, value, bias, key_mask, causal)
+        ctx.function, ctx.dropout_p, ctx.seed = function, dropout_p, seed
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key, value, bias, key_mask, causal = ctx.saved_tensors
+        inputs = [t.detach().requires_grad_(need) for t, need in zip((query, key, bias), ctx.needs_input_grad)]
+        with torch.enable_grad():
+            weights = attention_weights(*inputs, key_mask, causal, ctx.function)
+        dropped = weights.detach()
+        grad_weights = torch.matmul(grad_out, value.transpose(-1, -2))
+        if ctx.seed is not None:
+            dropped, grad_weights = drop_weights(dropped, ctx.dropout_p, ctx.seed, grad_weights)
+        grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out) if ctx.needs_input_grad[2] else None
+        wanted = [t for t in inputs if t.requires_grad]
+        grads = iter(torch.autograd.grad(weights, wanted, grad_weights) if wanted else ())
+        grad_query, grad_key, grad_bias = (next(grads) if t.requires_grad else None for t in inputs)
+        return grad_query, grad_key, grad_value, grad_bias, None, None, None, None
 
 
 class MovingAverageGatedAttention(nn.Module):
@@ -93,7 +138,7 @@ class MovingAverageGatedAttention(nn.Module):
             self.rel_pos = RotaryRelativePositionalBias(zdim)
         self.dropout = Dropout(config.dropout_prob, config.use_feature_dropout)
         self.hidden_dropout = Dropout(config.hidden_dropout_prob, config.use_feature_dropout)
-        self.attention_dropout = Dropout(config.attention_probs_dropout_prob)
+        self.attention_dropout = config.attention_probs_dropout_prob
 
     def reset_parameters(self) -> None:
         c = self.config
@@ -145,8 +190,8 @@ class MovingAverageGatedAttention(nn.Module):
         causal = None
         if self.causal:
             causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=query.device).tril()
-        weights = attention_weights(chunk(query, chunk_len), chunk(key, chunk_len), self.rel_pos(chunk_len),
-                                    key_mask, causal, self.function)
-        weights = self.attention_dropout(weights)
-        out = torch.matmul(weights, self.hidden_dropout(chunk(value, chunk_len)))  # [B, K, C, v]
+        out = RecomputedAttention.apply(  # [B, K, C, v]
+            chunk(query, chunk_len), chunk(key, chunk_len), self.hidden_dropout(chunk(value, chunk_len)),
+            self.rel_pos(chunk_len), key_mask, causal, self.function,
+            self.attention_dropout if self.training else 0.0)
         return out.reshape(batch, -1, self.vdim)[:, :seq_len]

@@ -14,10 +14,12 @@ from torch import nn
 FIELDS = 1 << 16
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+def keep_mask(shape: torch.Size, p: float, device: torch.device,
+              generator: torch.Generator | None = None) -> torch.Tensor:
     """Bool mask, True with probability 1 − round(p·2^16)/2^16."""
     count = shape.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, (-(-count // 4),), dtype=torch.int64, device=device)
+    words = torch.randint(-(2**63), 2**63 - 1, (-(-count // 4),), dtype=torch.int64, device=device,
+                          generator=generator)
     fields = words.view(torch.int16)[:count]  # uniform in [−2^15, 2^15)
     return (fields >= round(p * FIELDS) - FIELDS // 2).view(shape)
 

@@ -28,6 +28,36 @@ def fast_fft_length(n: int) -> int:
     return best
 
 
+class CircularConvolution(torch.autograd.Function):
+    """y = (x ⊛ k)[..., :L]: circular convolution of x zero-padded to n with a length-n kernel, along the last axis.
+
+    Autograd through rfft/irfft would keep the padded input and its spectrum (4 [B, D, L]-sized float tensors);
+    this keeps only x and the kernel and recomputes the spectrum of x in the backward (one more FFT).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        """x: [B, D, L], kernel: [D, n] → [B, D, L]."""
+        n, seq_len = kernel.size(-1), x.size(-1)
+        kernel_f = torch.fft.rfft(kernel)
+        ctx.save_for_backward(x, kernel_f)
+        ctx.n = n
+        return torch.fft.irfft(torch.fft.rfft(x, n=n) * kernel_f, n=n)[..., :seq_len]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, kernel_f = ctx.saved_tensors
+        n, seq_len = ctx.n, x.size(-1)
+        grad_f = torch.fft.rfft(grad, n=n)
+        grad_x = grad_kernel = None
+        if ctx.needs_input_grad[0]:  # correlation with the kernel
+            grad_x = torch.fft.irfft(grad_f * kernel_f.conj(), n=n)[..., :seq_len]
+        if ctx.needs_input_grad[1]:  # correlation with the input, summed over the batch
+            cross = grad_f * torch.fft.rfft(x, n=n).conj()
+            grad_kernel = torch.fft.irfft(cross.sum(0), n=n)
+        return grad_x, grad_kernel
+
+
 class MultiHeadEMA(nn.Module):
     """h_t = p ⊙ β x_t + q ⊙ h_{t−1},  y_t = Σ_n γ_n h_t[n] / √N;  output SiLU(y + ω ⊙ x).
 
@@ -88,11 +118,12 @@ class MultiHeadEMA(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, L, D], mask: [B, L] bool (True = real) or None → [B, L, D]."""
         taps = self.kernel_length(x.size(1))
-        with torch.autocast(x.device.type, enabled=False):  # the convolution runs in float32 (reference)
-            x32 = x.float()
+        dtype = torch.promote_types(x.dtype, torch.float32)  # at least float32 (reference), also under autocast
+        with torch.autocast(x.device.type, enabled=False):
+            x32 = x.to(dtype)
             signal = x32 if mask is None else x32 * mask.unsqueeze(-1)
-            y = self.convolve(signal, self.kernel(taps).float())
-            return F.silu(torch.addcmul(y, x32, self.omega.float())).to(x.dtype)  # SiLU(y + ω ⊙ x)
+            y = self.convolve(signal, self.kernel(taps).to(dtype))
+            return F.silu(torch.addcmul(y, x32, self.omega.to(dtype))).to(x.dtype)  # SiLU(y + ω ⊙ x)
 
     def convolve(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         """y[t] = Σ_j k_f[j] x[t−j] (+ Σ_j k_b[j] x[t+j] when bidirectional) by one circular FFT convolution.
@@ -107,6 +138,7 @@ class MultiHeadEMA(nn.Module):
             # lag j ≥ 0 at index j, lag −j at index n − j (circular layout)
             kernel = F.pad(forward_k, (0, n - taps)) + torch.cat(
                 [backward_k[:, :1], kernel.new_zeros(self.dim, n - taps), backward_k[:, 1:].flip(-1)], dim=1)
+        else:
+            kernel = F.pad(kernel, (0, n - taps))
         # FFT along the last axis of the [B, D, L] view (faster than along the strided time axis)
-        x_f = torch.fft.rfft(x.transpose(1, 2), n=n)
-        return torch.fft.irfft(x_f * torch.fft.rfft(kernel, n=n), n=n)[..., :seq_len].transpose(1, 2)
+        return CircularConvolution.apply(x.transpose(1, 2), kernel).transpose(1, 2)

@@ -16,10 +16,10 @@ class ScaleNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(1)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean_square = x.square().mean(-1, keepdim=True)
+        scale = torch.rsqrt(x.square().mean(-1, keepdim=True) + EPS)  # [B, L, 1]
         if self.weight is not None:
-            x = self.weight * x
-        return x * torch.rsqrt(mean_square + EPS)
+            scale = scale * self.weight
+        return x * scale  # keeps only x and the [B, L, 1] scale for the backward
 
 
 class RMSNorm(nn.Module):

@@ -228,7 +228,10 @@ class SequenceDataModule(LightningDataModule):
         if self.data_dir is not None:
             return [self.data_dir]
         prefixes = [self.root_dir, self.root_dir / "lra_release", self.root_dir / "lra_release" / "lra_release"]
-        return [prefix / name for name in self.release_folders for prefix in prefixes]
+        folders = [prefix / name for name in self.release_folders for prefix in prefixes]
+        if self.can_generate and self.generated_folder() not in folders:
+            folders.append(self.generated_folder())  # written by an earlier run's generator
+        return folders
 
     def check_folder(self, folder: Path) -> None:
         """Fail naming the first missing split file of an existing folder."""

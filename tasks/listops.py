@@ -7,9 +7,12 @@ whitespace split. Ids are fixed: 0 pad, digits 1–10, operators 11–14, `]` 15
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
+import multiprocessing
+import os
 import random
 import statistics
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ LRA_GENERATOR = {"num_train": 96000, "num_val": 2000, "num_test": 2000, "max_dep
                  "min_length": 500, "max_length": 2000, "seed": 0}
 SPLIT_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}
 LEAF_PROBABILITY = 0.75  # LRA: VALUE_P = 0.25 is the chance of drawing an operator
+SHARDS = 64  # independent generator streams (fixed, so the data do not depend on the process count)
 
 
 def apply(operator: str, args: list[int]) -> int:
@@ -97,23 +101,49 @@ def sample_tree(rng: random.Random, max_depth: int, max_args: int, budget: int) 
     return text, value, count
 
 
-def generate_listops(options: dict[str, Any]) -> dict[str, list[tuple[str, int]]]:
-    """LRA's ListOps generator, seeded: distinct trees with min_length < tokens < max_length, split in order."""
-    rng = random.Random(options["seed"])
-    wanted = options["num_train"] + options["num_val"] + options["num_test"]
-    examples: dict[str, int] = {}  # insertion-ordered, duplicates dropped as LRA's set does
-    while len(examples) < wanted:
+def accepted_trees(options: dict[str, Any], shard: int, quota: int) -> list[tuple[str, int]]:
+    """`quota` trees with min_length < tokens < max_length from shard `shard`'s own seeded stream."""
+    rng = random.Random(f"{options['seed']}/{shard}")  # str seeds are hashed with sha512: stable across runs
+    rows: list[tuple[str, int]] = []
+    while len(rows) < quota:
         try:
             text, value, count = sample_tree(rng, options["max_depth"], options["max_args"], options["max_length"])
         except _TooLong:
             continue
-        if count > options["min_length"] and text not in examples:
-            examples[text] = value
-            if len(examples) % 10000 == 0:
+        if count > options["min_length"]:
+            rows.append((text, value))
+    return rows
+
+
+def generate_listops(options: dict[str, Any], processes: int | None = None) -> dict[str, list[tuple[str, int]]]:
+    """LRA's ListOps generator, seeded: distinct trees with min_length < tokens < max_length, split in order.
+
+    Trees come from SHARDS independent seeded streams, merged in shard order, so the data set depends only on the
+    options, not on how many processes (`processes`, default: the CPU count for large sets) drew them."""
+    wanted = options["num_train"] + options["num_val"] + options["num_test"]
+    if processes is None:
+        processes = min(os.cpu_count() or 1, SHARDS) if wanted >= 5000 else 1
+    examples: dict[str, int] = {}  # insertion-ordered, duplicates dropped as LRA's set does
+    first_shard = 0
+    # fork (where available): workers need only this module's pure-Python sampler, not fresh heavy imports
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with context.Pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
+        while len(examples) < wanted:
+            quota = -(-(wanted - len(examples)) // SHARDS)
+            jobs = [(options, shard, quota) for shard in range(first_shard, first_shard + SHARDS)]
+            for rows in (pool.imap(_accepted_trees_job, jobs) if pool else map(_accepted_trees_job, jobs)):
+                for text, value in rows:
+                    if len(examples) < wanted:
+                        examples.setdefault(text, value)
                 log.info("ListOps generator: %d / %d examples", len(examples), wanted)
+            first_shard += SHARDS
     items = list(examples.items())
     first, second = options["num_train"], options["num_train"] + options["num_val"]
     return {"train": items[:first], "val": items[first:second], "test": items[second:]}
+
+
+def _accepted_trees_job(job: tuple[dict[str, Any], int, int]) -> list[tuple[str, int]]:
+    return accepted_trees(*job)
 
 
 def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:

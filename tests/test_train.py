@@ -49,7 +49,8 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_a_few_steps(make_cfg, experiment: str) -> None:
-    results = run(make_cfg(f"experiment={experiment}", "trainer.max_steps=2", "trainer.limit_train_batches=1"))
+    results = run(make_cfg(f"experiment={experiment}", "trainer.max_steps=2", "trainer.limit_train_batches=1",
+                           "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"))
     assert results["steps"] == 2 and results["experiment"] == experiment
     assert 0.0 <= results["test/acc"] <= 1.0
 
@@ -149,7 +150,7 @@ def test_schedules() -> None:
 def test_multirun_makes_separate_runs(tmp_path: Path) -> None:
     command = [sys.executable, "train.py", "-m", "experiment=lra_listops_demo", "model.chunk_size=16,32",
                "trainer.max_steps=5", "data.synthetic=true", "logger=wandb", f"paths.data_dir={tmp_path / 'data'}",
-               f"paths.log_dir={tmp_path / 'outputs'}", *[f"{k}={v}" for k, v in TINY_MODEL.items()]]
+               f"paths.log_dir={tmp_path / 'outputs'}", *[f"model.{k}={v}" for k, v in TINY_MODEL.items()]]
     subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1], env={"WANDB_MODE": "offline",
                    "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=600)
     results = sorted(tmp_path.glob("outputs/lra_listops_demo/multiruns/*/*/results.json"))

@@ -72,3 +72,10 @@ def test_fast_fft_length_is_smallest_smooth_number():
         expected = next(m for m in range(n, 4 * n + 1) if smooth(m))
         assert fast_fft_length(n) == expected
     assert fast_fft_length(8191) == 8192
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_convolution_gradients(bidirectional: bool):
+    ema = make_ema(3, 2, bidirectional, 5)
+    x = torch.randn(2, 9, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, *params: ema(x), (x, *ema.parameters()))

@@ -118,6 +118,8 @@ def test_generates_when_absent_then_caches(tmp_path: Path) -> None:
     assert len(caches) == 1 and not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
     module.setup()
     assert [len(module.splits[s]) for s in ("train", "val", "test")] == [300, 50, 50]
+    module.generate = lambda *args: pytest.fail("the generated folder must be found again, not regenerated")
+    assert module.raw_folder() == generated
     # other generator options must not silently reuse the folder
     with pytest.raises(ValueError, match="data.generator.seed"):
         small_module(tmp_path, data_dir=str(generated), generator={**SMALL, "seed": 4}).prepare_data()
