@@ -36,8 +36,6 @@ from experiments.measure import (
     run_job,
 )
 
-# The Text data's facts (IMDB as UTF-8 bytes + 1, pad 0, two classes); the architectures come from the recipes.
-TEXT_DATA = {"vocab_size": 257, "pad_token_id": 0, "num_labels": 2}
 # model -> (conf/arch/<family>/<recipe>.yaml): MEGA's App. D Text recipe, its chunk-128 variant, the LRA baseline
 RECIPES = {
     "Transformer": ("transformer", "lra_text"),
@@ -51,7 +49,8 @@ LR, WEIGHT_DECAY = 0.004, 0.01  # Text recipe; only the update's cost matters he
 
 
 def net_options(model: str, length: int) -> dict[str, Any]:
-    """The model's Text recipe (composed by Hydra from conf/arch) with room for `length` positions."""
+    """The model's Text recipe (composed by Hydra from conf/arch, data facts from conf/data/text.yaml), with room
+    for `length` positions."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -59,7 +58,8 @@ def net_options(model: str, length: int) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base=None):
         composed = compose(config_name=f"arch/{family}/{recipe}")
     options = OmegaConf.to_container(composed.arch[family], resolve=True)
-    options.update(TEXT_DATA)
+    data = OmegaConf.load(REPO_ROOT / "conf" / "data" / "text.yaml")  # the Text data's static facts
+    options.update(vocab_size=data.vocab_size, pad_token_id=data.pad_id, num_labels=data.num_classes)
     # the recipes size positions for L = 4000; longer inputs need a longer table or simple bias
     options["max_positions"] = max(options.get("max_positions", 0), length)
     return options
@@ -78,8 +78,8 @@ def build_classifier(options: dict[str, Any], device: torch.device):
     generator = torch.Generator().manual_seed(options["seed"])
     shape = (options["batch_size"], options["length"])
     # ids from 1 up: no padding (0 is pad)
-    tokens = torch.randint(1, TEXT_DATA["vocab_size"], shape, generator=generator).to(device)
-    labels = torch.randint(0, 2, shape[:1], generator=generator).to(device)
+    tokens = torch.randint(1, options["net"]["vocab_size"], shape, generator=generator).to(device)
+    labels = torch.randint(0, options["net"]["num_labels"], shape[:1], generator=generator).to(device)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -68,9 +68,9 @@ class Job:
 def run_job(job: Job, timeout_s: float | None = None) -> dict[str, Any]:
     """Run `job` in a fresh interpreter and return its result dict.
 
-    The result has `times_s` (one per timed step), `median_s`, `peak_mib`, `base_mib`, `process_s` (the whole
-    process's wall time, start-up included) and the builder's info, or
-    `error` (e.g. "out of memory", "killed by signal 9", "timeout") when the step could not be measured.
+    The result has `times_s` and `cpu_times_s` (one per timed step), `median_s`, `peak_mib`, `base_mib`,
+    `process_s` (the whole process's wall time, start-up included) and the builder's info, or `error` (e.g.
+    "out of memory", "killed by signal 9", "timeout") when the step could not be measured.
     """
     threads = str(job.threads)
     # thread pools are sized at import time, so the environment must say it too
@@ -293,17 +293,18 @@ def measure(job: Job) -> dict[str, Any]:
     step, info = builder(job.options, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     memory = PeakMemory(device)
-    times = []
+    times, cpu_times = [], []
     try:
         for index in range(job.warmup + job.repeats):
             if index == job.warmup:
                 gc.collect()
                 memory.reset()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             step()
             sync()
             if index >= job.warmup:
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
         if not _is_out_of_memory(error):
             raise
@@ -312,6 +313,7 @@ def measure(job: Job) -> dict[str, Any]:
     return {
         **info,
         "times_s": times,
+        "cpu_times_s": cpu_times,  # all threads' CPU time: on a busy machine, compare it with the wall time
         "median_s": statistics.median(times) if times else None,
         "peak_mib": peak / MIB,
         "base_mib": memory.base / MIB,

@@ -28,11 +28,9 @@ MODELS = ("mega", "mega_chunk", "transformer")
 
 
 def available_tasks() -> list[str]:
-    """Tasks with an experiment config, in the paper's order."""
+    """Tasks with an experiment config, in the paper's order, then any other experiment with a `_chunk` variant."""
     names = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
-    return [t for t in TASKS if t in names] + sorted(
-        n for n in names - set(TASKS) if not n.endswith("_chunk")
-    )
+    return [t for t in TASKS if t in names] + sorted(n for n in names - set(TASKS) if f"{n}_chunk" in names)
 
 
 def experiments_for(model: str, tasks: list[str]) -> list[str]:

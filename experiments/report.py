@@ -5,7 +5,8 @@
     python -m experiments.report outputs/ --out report/        # where report.md and report.png go
 
 A run is identified by its experiment name (`lra_text`, `lra_text_chunk`, ...), its model (`model=transformer`),
-an overridden chunk size (`model.chunk_size=64`) and its seed; the score is `test/acc` (best-validation checkpoint).
+its chunk size (one that is not the paper's, e.g. `model.chunk_size=64`, gets its own column) and its seed; the
+score is `test/acc` (best-validation checkpoint).
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ PAPER: dict[str, dict[str, float | str]] = {
     "sc_raw_big": {"MEGA": 97.30},
 }
 PAPER_LRA_AVG = {"MEGA": 88.21, "MEGA-chunk": 85.66, "Transformer": 59.24}
+# the paper's chunk size per task: (MEGA, MEGA-chunk); -1 = full attention (paper §4.1, App. D.3)
+PAPER_CHUNK = {task: (-1, 128) for task in LRA_TASKS} | {
+    "lra_pathx": (-1, 4096),
+    "sc_raw": (1000, 1000),
+    "sc_raw_big": (1000, 1000),
+}
 
 
 @dataclass
@@ -96,7 +103,7 @@ def identify(result: dict, config: dict | None = None, source: str = "") -> Run 
     """
     config = config or {}
     overrides = _overrides_to_dict(result.get("overrides") or [])
-    experiment = result.get("experiment") or overrides.get("experiment") or _lookup(config, "experiment")
+    experiment = result.get("experiment") or overrides.get("experiment") or _lookup(config, "name")
     if not experiment:
         log.warning(
             "%s: no experiment name (results.json key 'experiment' or override 'experiment=') — skipped",
@@ -110,9 +117,10 @@ def identify(result: dict, config: dict | None = None, source: str = "") -> Run 
         model = "Transformer"
     else:
         model = "MEGA-chunk" if chunked else "MEGA"
-        # a chunk-size sweep is its own column, not the paper's MEGA-chunk
-        if "model.chunk_size" in overrides:
-            model = f"MEGA (c={overrides['model.chunk_size']})"
+        chunk = overrides.get("model.chunk_size", _lookup(config, "model.chunk_size"))
+        paper_chunk = PAPER_CHUNK.get(task, (None, None))[chunked]
+        if chunk is not None and paper_chunk is not None and int(chunk) != paper_chunk:
+            model = f"MEGA (c={chunk})"  # a chunk-size sweep is its own column, not the paper's MEGA-chunk
     seed = result.get("seed", overrides.get("seed", _lookup(config, "seed")))
     metrics = {
         k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
@@ -275,7 +283,7 @@ def bar_chart(runs: list[Run], path: Path) -> None:
     ax.set_xticks(range(len(tasks)), [TASKS.get(t, t) for t in tasks], rotation=20)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the bars
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

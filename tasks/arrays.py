@@ -97,8 +97,9 @@ class ArrayDataModule(SequenceDataModule):
 
 
 def measure_throughput(experiment: str, overrides: list[str], batches: int = 50, steps: int = 3) -> dict:
-    """Training-loader samples/s against the model's training-step samples/s (forward, backward, AdamW step),
-    for an experiment composed as `train.py` would (the datamodule is prepared first; caching is not timed)."""
+    """Training-loader samples/s (wall clock, and per CPU-second of this process) against the model's
+    training-step samples/s (forward, backward, AdamW step), for an experiment composed as `train.py` would.
+    The datamodule is prepared first (caching is not timed); with num_workers=0 the loader runs in this process."""
     import time
 
     from hydra import compose, initialize_config_dir
@@ -109,18 +110,22 @@ def measure_throughput(experiment: str, overrides: list[str], batches: int = 50,
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
         cfg = compose("config", overrides=[f"experiment={experiment}", *overrides])
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)  # as train.py
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()
     loader = iter(datamodule.train_dataloader())
     first = next(loader)  # worker start-up is not throughput
-    started, samples = time.perf_counter(), 0
+    started, cpu_started, samples = time.perf_counter(), time.process_time(), 0
     for _ in range(batches):
         samples += len(next(loader)["label"])
     loader_rate = samples / (time.perf_counter() - started)
+    loader_cpu_rate = samples / (time.process_time() - cpu_started)  # per CPU-second: less sensitive to load
 
     result = {"experiment": experiment, "overrides": " ".join(overrides), "batch_size": len(first["label"]),
-              "num_workers": datamodule.num_workers, "loader_samples_per_s": round(loader_rate, 1)}
+              "num_workers": datamodule.num_workers, "loader_samples_per_s": round(loader_rate, 1),
+              "loader_samples_per_cpu_s": round(loader_cpu_rate, 1)}
     if steps > 0:
         net = instantiate(cfg.model)
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)

@@ -272,7 +272,8 @@ class PathfinderDataModule(ArrayDataModule):
             values = pooled.round().long() if self.input_kind == "tokens" else pooled
         if self.input_kind == "tokens":
             return values + 1
-        return (values / 255.0 - self.pixel_mean) / self.pixel_std
+        scale = 1.0 / (255.0 * self.pixel_std)  # (p/255 − mean)/std as one multiply and one in-place subtract
+        return (values * scale).sub_(self.pixel_mean / self.pixel_std)
 
 
 # --------------------------------------------------------------------------- command line

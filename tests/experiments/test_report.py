@@ -108,6 +108,13 @@ def test_main_without_runs_fails_clearly(tmp_path, capsys):
 def test_wandb_style_flat_config():
     run = report.identify(
         {"test/acc": 0.7},
-        {"experiment": "lra_pathx_chunk", "seed": 3, "model/_target_": "mega.MegaForSequenceClassification"},
+        {
+            "name": "lra_pathx_chunk",
+            "seed": 3,
+            "model/_target_": "mega.MegaForSequenceClassification",
+            "model/chunk_size": 4096,
+        },
     )
     assert (run.task, run.model, run.seed) == ("lra_pathx", "MEGA-chunk", 3)
+    swept = report.identify({"test/acc": 0.7}, {"name": "lra_image", "model": {"chunk_size": 256}})
+    assert swept.model == "MEGA (c=256)"
