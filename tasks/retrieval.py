@@ -78,27 +78,26 @@ def parse_label(field: str, where: str) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Learnable stand-in: pairs of generated "papers", linked (label 1) when they share a topic. NOT the benchmark.
 
-SYLLABLES = "ka lo mi ne pu ra si to vu ze ba de fi go hu ja".split()
+SYLLABLES = [c + v for c in "bdfghjklmnprstvz" for v in "aeiou"]  # 80 syllables
 SHARED = 'the we in of a model results "section" table paper show method data et al. é'.split()
 
 
 def topic_vocabularies(n_topics: int, rng: random.Random, words_per_topic: int = 50) -> list[list[str]]:
-    """Each topic's own words, built from syllables (distinct across topics)."""
-    seen: set[str] = set()
+    """Each topic's own words, built from its own block of syllables, so that topics differ in their letters."""
+    if not 1 < n_topics <= len(SYLLABLES) // 3:  # 3 syllables make 117 words of 2-4 syllables, enough for 50
+        raise ValueError(f"data.standin.num_topics={n_topics}: choose 2..{len(SYLLABLES) // 3}")
     topics = []
-    for _ in range(n_topics):
-        words: list[str] = []
+    for topic in range(n_topics):
+        syllables = SYLLABLES[topic * len(SYLLABLES) // n_topics : (topic + 1) * len(SYLLABLES) // n_topics]
+        words: set[str] = set()
         while len(words) < words_per_topic:
-            word = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4)))
-            if word not in seen:
-                seen.add(word)
-                words.append(word)
-        topics.append(words)
+            words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))))
+        topics.append(sorted(words))
     return topics
 
 
 def standin_document(rng: random.Random, topic_words: list[str], max_bytes: int) -> str:
-    """About 1-6 KB (up to max_bytes): 70 % topic words, 30 % shared filler, no tab or newline."""
+    """min(1000, max_bytes/2)..max_bytes bytes: 70 % topic words, 30 % shared filler, no tab or newline."""
     target = rng.randint(min(1000, max_bytes // 2), max_bytes)
     words: list[str] = []
     size = -1  # no space before the first word
@@ -147,7 +146,7 @@ class RetrievalDataModule(ByteTextDataModule):
         "google-research/long-range-arena README) and unpack it into paths.data_dir: the files are "
         "lra_release/lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv"
     )
-    standin_defaults = {"num_train": 400, "num_eval": 100, "num_topics": 4, "max_bytes": 1000, "seed": 0}
+    standin_defaults = {"num_train": 400, "num_eval": 100, "num_topics": 4, "max_bytes": 600, "seed": 0}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -260,7 +260,7 @@ def standin_review(rng: random.Random, label: int, n_words: int) -> str:
 
 
 def write_standin_imdb(root: Path, num_train: int, num_test: int, seed: int, max_bytes: int = 6000) -> Path:
-    """Write `root/aclImdb/{train,test}/{neg,pos}/<id>_<rating>.txt`, balanced, 200..max_bytes bytes each."""
+    """Write `root/aclImdb/{train,test}/{neg,pos}/<id>_<rating>.txt`, balanced, about 150..max_bytes bytes each."""
     rng = random.Random(seed)
     for split, n in (("train", num_train), ("test", num_test)):
         for i in range(n):
@@ -357,7 +357,7 @@ class TextDataModule(ByteTextDataModule):
     s4 do, the test set (`val_split: test`). `synthetic=true` writes a learnable stand-in aclImdb tree instead."""
 
     task = "text"
-    standin_defaults = {"num_train": 400, "num_test": 100, "max_bytes": 1000, "seed": 0}
+    standin_defaults = {"num_train": 400, "num_test": 100, "max_bytes": 600, "seed": 0}
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.retrieval import AAN_FILES, RetrievalDataModule, read_aan, write_standin_aan
+from tasks.retrieval import AAN_FILES, RetrievalDataModule, read_aan, topic_vocabularies, write_standin_aan
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,6 +102,14 @@ def test_standin_is_balanced_and_parses(tmp_path):
     assert all(500 <= len(t1) <= 1500 and 500 <= len(t2) <= 1500 for t1, t2, _, _ in rows)
     assert any('"' in t1 for t1, _, _, _ in rows)
     assert (tmp_path / AAN_FILES["train"]).read_text().startswith(("0.0\t", "1.0\t"))
+
+
+def test_standin_topics_use_their_own_letters():
+    topics = topic_vocabularies(4, random.Random(0))
+    consonants = [{word[0] for word in words} for words in topics]
+    assert all(not a & b for i, a in enumerate(consonants) for b in consonants[i + 1 :])
+    with pytest.raises(ValueError, match=r"data.standin.num_topics=27: choose 2..26"):
+        topic_vocabularies(27, random.Random(0))
 
 
 # ---- datamodule ------------------------------------------------------------------------------------------------
