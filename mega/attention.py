@@ -22,6 +22,36 @@ def chunk(x: torch.Tensor, chunk_len: int) -> torch.Tensor:
     return x.view(x.size(0), -1, chunk_len, *x.shape[2:])
 
 
+def blocked_keys(key_mask: torch.Tensor | None, causal: torch.Tensor | None) -> torch.Tensor | None:
+    """Bool [B, K, 1, C] or [C, C] (broadcast to the scores): True where softmax must not attend, None if nowhere.
+
+    A chunk whose keys are all padding is left unblocked: it attends normally (the reference's trick against NaN).
+    """
+    blocked = None
+    if key_mask is not None:
+        blocked = ~(key_mask | ~key_mask.any(-1, keepdim=True)).unsqueeze(-2)
+    if causal is not None:
+        blocked = ~causal if blocked is None else blocked | ~causal
+    return blocked
+
+
+def softmax_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision scores are normalised in float32."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def softmax_scores(query: torch.Tensor, key: torch.Tensor, bias: torch.Tensor, blocked: torch.Tensor | None
+                   ) -> torch.Tensor:
+    """Masked scores Q Kᵀ + bias [B, K, C, C] (query already scaled by 1/√z), as a fresh tensor."""
+    # baddbmm adds the bias inside the matmul (no extra pass over the scores)
+    scores = torch.baddbmm(bias, query.flatten(0, -3), key.flatten(0, -3).transpose(-1, -2))
+    scores = scores.view(*query.shape[:-1], key.size(-2))
+    if blocked is not None:
+        # a finite minimum: a row with no allowed key gets uniform weights instead of NaN
+        scores.masked_fill_(blocked, torch.finfo(scores.dtype).min)
+    return scores
+
+
 def attention_weights(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -32,25 +62,12 @@ def attention_weights(
 ) -> torch.Tensor:
     """Weights [B, K, C, C] for chunked query/key [B, K, C, z]; key_mask [B, K, C] (True = real), causal [C, C].
 
-    softmax: softmax(Q Kᵀ / √z + bias) over allowed keys; a chunk whose keys are all padding attends normally
-    (the reference's trick against NaN). laplace/relu2: f(Q Kᵀ / n + bias) · mask, n = allowed keys, no
-    renormalisation.
+    softmax: softmax(Q Kᵀ / √z + bias) over allowed keys (see blocked_keys). laplace/relu2: f(Q Kᵀ / n + bias)
+    · mask, n = allowed keys, no renormalisation. Differentiable (cross-attention and need_weights use it).
     """
     if function == "softmax":
-        # query already scaled by 1/√z; baddbmm adds the bias inside the matmul (no extra pass over the scores)
-        scores = torch.baddbmm(bias, query.flatten(0, -3), key.flatten(0, -3).transpose(-1, -2))
-        scores = scores.view(*query.shape[:-1], key.size(-2))
-        scores = scores.float()
-        blocked = None
-        if key_mask is not None:
-            blocked = ~(key_mask | ~key_mask.any(-1, keepdim=True))  # clear chunks that are all padding
-            blocked = blocked.unsqueeze(-2)
-        if causal is not None:
-            blocked = ~causal if blocked is None else blocked | ~causal
-        if blocked is not None:
-            # a finite minimum: a row with no allowed key gets uniform weights instead of NaN
-            scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
-        return torch.softmax(scores, dim=-1).to(query.dtype)
+        scores = softmax_scores(query, key, bias, blocked_keys(key_mask, causal))
+        return torch.softmax(scores, dim=-1, dtype=softmax_dtype(scores.dtype)).to(query.dtype)
 
     if causal is not None:
         lengths = causal.sum(-1, keepdim=True).to(query.dtype)
@@ -67,10 +84,29 @@ def attention_weights(
     return weights
 
 
+def softmax_weights_(scores: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim, in place where no cast is needed (a fresh L×L tensor costs about a pass).
+
+    Not differentiable: for the forward and backward of RecomputedAttention only.
+    """
+    if softmax_dtype(scores.dtype) == scores.dtype:
+        return torch.softmax(scores, dim=-1, out=scores)
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
+
+
+def attention_keep(shape: torch.Size, p: float, seed: int, device: torch.device) -> torch.Tensor:
+    """The attention dropout's keep mask, redrawn identically from `seed` in the forward and the backward."""
+    return keep_mask(shape, p, device, torch.Generator(device).manual_seed(seed))
+
+
+def drop_(weights: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """weights · keep / (1 − p) in place: the same values as `scaled_product`, without a new L×L tensor."""
+    return weights.masked_fill_(~keep, 0.0).mul_(1.0 / kept_fraction(p))
+
+
 def drop_weights(weights: torch.Tensor, p: float, seed: int, *more: torch.Tensor) -> list[torch.Tensor]:
     """Attention dropout of `weights` (and of `more` same-shaped tensors) with the mask drawn from `seed`."""
-    generator = torch.Generator(weights.device).manual_seed(seed)
-    keep = keep_mask(weights.shape, p, weights.device, generator)
+    keep = attention_keep(weights.shape, p, seed, weights.device)
     return [scaled_product(t, keep, 1.0 / kept_fraction(p)) for t in (weights, *more)]
 
 
@@ -78,16 +114,21 @@ class RecomputedAttention(torch.autograd.Function):
     """O = Dropout(W) V with W = attention_weights(Q, K, bias, ...).
 
     W ([B, K, C, C], the layer's largest tensor) is not stored: the backward recomputes it from Q, K and the
-    bias, and redraws the dropout mask from a saved seed. Gradients are those of the plain expression.
+    bias, and redraws the dropout mask from a saved seed. Gradients are those of the plain expression. Softmax
+    has a hand-written backward working in place on two L×L tensors: on CPU each fresh L×L tensor costs about
+    as much as a pass over it (page faults), and autograd's version makes several.
     """
 
     @staticmethod
     def forward(ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float):
         seed = int(torch.randint(0, 2**62, (1,))) if dropout_p > 0 else None  # global RNG: seeded runs repeat
         with torch.no_grad():
-            weights = attention_weights(query, key, bias, key_mask, causal, function)
+            if function == "softmax":
+                weights = softmax_weights_(softmax_scores(query, key, bias, blocked_keys(key_mask, causal)))
+            else:
+                weights = attention_weights(query, key, bias, key_mask, causal, function)
             if seed is not None:
-                (weights,) = drop_weights(weights, dropout_p, seed)
+                drop_(weights, attention_keep(weights.shape, dropout_p, seed, weights.device), dropout_p)
             out = torch.matmul(weights, value)
         ctx.save_for_backward(query, key, value, bias, key_mask, causal)
         ctx.function, ctx.dropout_p, ctx.seed = function, dropout_p, seed
@@ -95,6 +136,8 @@ class RecomputedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.function == "softmax":
+            return (*RecomputedAttention.softmax_backward(ctx, grad_out), None, None, None, None)
         query, key, value, bias, key_mask, causal = ctx.saved_tensors
         inputs = [t.detach().requires_grad_(need) for t, need in zip((query, key, bias), ctx.needs_input_grad)]
         with torch.enable_grad():
@@ -108,6 +151,31 @@ class RecomputedAttention(torch.autograd.Function):
         grads = iter(torch.autograd.grad(weights, wanted, grad_weights) if wanted else ())
         grad_query, grad_key, grad_bias = (next(grads) if t.requires_grad else None for t in inputs)
         return grad_query, grad_key, grad_value, grad_bias, None, None, None, None
+
+    @staticmethod
+    def softmax_backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """Gradients of Q, K, V, bias for softmax weights P: with G = dL/dP, dL/dS = P ⊙ (G − Σⱼ P G)."""
+        query, key, value, bias, key_mask, causal = ctx.saved_tensors
+        blocked = blocked_keys(key_mask, causal)
+        with torch.no_grad():
+            probs = softmax_weights_(softmax_scores(query, key, bias, blocked))
+            grad_scores = torch.matmul(grad_out, value.transpose(-1, -2))  # dL/d(dropped P)
+            keep = None
+            if ctx.seed is not None:
+                keep = attention_keep(probs.shape, ctx.dropout_p, ctx.seed, probs.device)
+                drop_(grad_scores, keep, ctx.dropout_p)  # now dL/dP
+            grad_scores.mul_(probs)  # P ⊙ G, then − P ⊙ Σⱼ P G: the softmax backward in place
+            grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
+            if blocked is not None:
+                grad_scores.masked_fill_(blocked, 0.0)  # masked scores are constants
+            grad_value = None
+            if ctx.needs_input_grad[2]:
+                dropped = probs if keep is None else drop_(probs, keep, ctx.dropout_p)
+                grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out)
+            grad_query = torch.matmul(grad_scores, key) if ctx.needs_input_grad[0] else None
+            grad_key = torch.matmul(grad_scores.transpose(-1, -2), query) if ctx.needs_input_grad[1] else None
+            grad_bias = grad_scores.sum_to_size(bias.shape) if ctx.needs_input_grad[3] else None
+        return grad_query, grad_key, grad_value, grad_bias
 
 
 class MovingAverageGatedAttention(nn.Module):
