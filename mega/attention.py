@@ -94,19 +94,20 @@ def softmax_weights_(scores: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
 
 
-def attention_keep(shape: torch.Size, p: float, seed: int, device: torch.device) -> torch.Tensor:
-    """The attention dropout's keep mask, redrawn identically from `seed` in the forward and the backward."""
-    return keep_mask(shape, p, device, torch.Generator(device).manual_seed(seed))
+def dropout_multiplier(weights: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """The attention dropout as a factor 0 or 1/(1 − p) per weight, drawn from `seed` (the backward redraws it).
 
-
-def drop_(weights: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
-    """weights · keep / (1 − p) in place: the same values as `scaled_product`, without a new L×L tensor."""
-    return weights.masked_fill_(~keep, 0.0).mul_(1.0 / kept_fraction(p))
+    Multiplying by a float mask is several times cheaper on CPU than masking with a bool one; the products
+    equal `scaled_product`'s.
+    """
+    generator = torch.Generator(weights.device).manual_seed(seed)
+    keep = keep_mask(weights.shape, p, weights.device, generator, weights.dtype)
+    return keep.mul_(1.0 / kept_fraction(p))
 
 
 def drop_weights(weights: torch.Tensor, p: float, seed: int, *more: torch.Tensor) -> list[torch.Tensor]:
     """Attention dropout of `weights` (and of `more` same-shaped tensors) with the mask drawn from `seed`."""
-    keep = attention_keep(weights.shape, p, seed, weights.device)
+    keep = keep_mask(weights.shape, p, weights.device, torch.Generator(weights.device).manual_seed(seed))
     return [scaled_product(t, keep, 1.0 / kept_fraction(p)) for t in (weights, *more)]
 
 
@@ -114,30 +115,38 @@ class RecomputedAttention(torch.autograd.Function):
     """O = Dropout(W) V with W = attention_weights(Q, K, bias, ...).
 
     W ([B, K, C, C], the layer's largest tensor) is not stored: the backward recomputes it from Q, K and the
-    bias, and redraws the dropout mask from a saved seed. Gradients are those of the plain expression. Softmax
-    has a hand-written backward working in place on two L×L tensors: on CPU each fresh L×L tensor costs about
-    as much as a pass over it (page faults), and autograd's version makes several.
+    bias, and redraws the dropout mask from a saved seed. Gradients are those of the plain expression.
+    Softmax has a hand-written backward working in place on two L×L tensors (on CPU each fresh L×L tensor
+    costs about as much as a pass over it, page faults; autograd's version makes several), and with
+    store=True keeps the probabilities and the dropout multiplier instead of recomputing them (faster; two
+    float L×L tensors more per layer; the backward consumes them: no second backward through the graph).
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float):
+    def forward(ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float,
+                store: bool = False):
         seed = int(torch.randint(0, 2**62, (1,))) if dropout_p > 0 else None  # global RNG: seeded runs repeat
+        stored: tuple[torch.Tensor | None, ...] = ()
         with torch.no_grad():
             if function == "softmax":
                 weights = softmax_weights_(softmax_scores(query, key, bias, blocked_keys(key_mask, causal)))
             else:
                 weights = attention_weights(query, key, bias, key_mask, causal, function)
-            if seed is not None:
-                drop_(weights, attention_keep(weights.shape, dropout_p, seed, weights.device), dropout_p)
-            out = torch.matmul(weights, value)
-        ctx.save_for_backward(query, key, value, bias, key_mask, causal)
-        ctx.function, ctx.dropout_p, ctx.seed = function, dropout_p, seed
+            multiplier = None if seed is None else dropout_multiplier(weights, dropout_p, seed)
+            if store and function == "softmax":
+                stored = (weights, multiplier)
+                dropped = weights if multiplier is None else weights * multiplier
+            else:
+                dropped = weights if multiplier is None else weights.mul_(multiplier)
+            out = torch.matmul(dropped, value)
+        ctx.save_for_backward(query, key, value, bias, key_mask, causal, *stored)
+        ctx.function, ctx.dropout_p, ctx.seed, ctx.store = function, dropout_p, seed, bool(stored)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         if ctx.function == "softmax":
-            return (*RecomputedAttention.softmax_backward(ctx, grad_out), None, None, None, None)
+            return (*RecomputedAttention.softmax_backward(ctx, grad_out), None, None, None, None, None)
         query, key, value, bias, key_mask, causal = ctx.saved_tensors
         inputs = [t.detach().requires_grad_(need) for t, need in zip((query, key, bias), ctx.needs_input_grad)]
         with torch.enable_grad():
@@ -150,27 +159,29 @@ class RecomputedAttention(torch.autograd.Function):
         wanted = [t for t in inputs if t.requires_grad]
         grads = iter(torch.autograd.grad(weights, wanted, grad_weights) if wanted else ())
         grad_query, grad_key, grad_bias = (next(grads) if t.requires_grad else None for t in inputs)
-        return grad_query, grad_key, grad_value, grad_bias, None, None, None, None
+        return grad_query, grad_key, grad_value, grad_bias, None, None, None, None, None
 
     @staticmethod
     def softmax_backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """Gradients of Q, K, V, bias for softmax weights P: with G = dL/dP, dL/dS = P ⊙ (G − Σⱼ P G)."""
-        query, key, value, bias, key_mask, causal = ctx.saved_tensors
+        query, key, value, bias, key_mask, causal, *stored = ctx.saved_tensors
         blocked = blocked_keys(key_mask, causal)
         with torch.no_grad():
-            probs = softmax_weights_(softmax_scores(query, key, bias, blocked))
+            if ctx.store:
+                probs, multiplier = stored
+            else:
+                probs = softmax_weights_(softmax_scores(query, key, bias, blocked))
+                multiplier = None if ctx.seed is None else dropout_multiplier(probs, ctx.dropout_p, ctx.seed)
             grad_scores = torch.matmul(grad_out, value.transpose(-1, -2))  # dL/d(dropped P)
-            keep = None
-            if ctx.seed is not None:
-                keep = attention_keep(probs.shape, ctx.dropout_p, ctx.seed, probs.device)
-                drop_(grad_scores, keep, ctx.dropout_p)  # now dL/dP
+            if multiplier is not None:
+                grad_scores.mul_(multiplier)  # now dL/dP
             grad_scores.mul_(probs)  # P ⊙ G, then − P ⊙ Σⱼ P G: the softmax backward in place
             grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
             if blocked is not None:
                 grad_scores.masked_fill_(blocked, 0.0)  # masked scores are constants
             grad_value = None
             if ctx.needs_input_grad[2]:
-                dropped = probs if keep is None else drop_(probs, keep, ctx.dropout_p)
+                dropped = probs if multiplier is None else probs.mul_(multiplier)
                 grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out)
             grad_query = torch.matmul(grad_scores, key) if ctx.needs_input_grad[0] else None
             grad_key = torch.matmul(grad_scores.transpose(-1, -2), query) if ctx.needs_input_grad[1] else None
@@ -205,6 +216,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.dropout = Dropout(config.dropout_prob, config.use_feature_dropout)
         self.hidden_dropout = Dropout(config.hidden_dropout_prob, config.use_feature_dropout)
         self.attention_dropout = config.attention_probs_dropout_prob
+        self.store_max_chunk = config.attention_store_max_chunk
 
     def reset_parameters(self) -> None:
         c = self.config
@@ -270,7 +282,7 @@ class MovingAverageGatedAttention(nn.Module):
         bias = self.rel_pos(chunk_len)
         out = RecomputedAttention.apply(  # [B, K, C, v]
             query, key, self.hidden_dropout(chunk(value, chunk_len)), bias, key_mask, causal, self.function,
-            self.attention_dropout if self.training else 0.0)
+            self.attention_dropout if self.training else 0.0, chunk_len <= self.store_max_chunk)
         # the weights are not kept by the memory-saving path: recomputed only when asked for
         weights = attention_weights(query, key, bias, key_mask, causal, self.function) if need_weights else None
         return out.reshape(batch, -1, self.vdim)[:, :seq_len], weights  # [B, L, v], [B, K, C, C]

@@ -1,4 +1,4 @@
-"""The recomputing attention function has the gradients of the plain expression."""
+"""The recomputing (or storing) attention function has the gradients of the plain expression."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def plain(query, key, value, bias, key_mask, causal, function, p, seed):
 @pytest.mark.parametrize("function", ["softmax", "laplace", "relu2"])
 @pytest.mark.parametrize("causal_on", [False, True])
 @pytest.mark.parametrize("p", [0.0, 0.3])
-def test_recomputed_attention_gradients(function: str, causal_on: bool, p: float):
+@pytest.mark.parametrize("store", [False, True])
+def test_recomputed_attention_gradients(function: str, causal_on: bool, p: float, store: bool):
     torch.manual_seed(0)
     shapes = [(2, 3, 5, 4), (2, 3, 5, 4), (2, 3, 5, 6), (5, 5)]
     query, key, value, bias = (torch.randn(s, dtype=torch.double, requires_grad=True) for s in shapes)
@@ -29,7 +30,7 @@ def test_recomputed_attention_gradients(function: str, causal_on: bool, p: float
     grad = torch.randn(2, 3, 5, 6, dtype=torch.double)
 
     torch.manual_seed(1)
-    out = RecomputedAttention.apply(query, key, value, bias, key_mask, causal, function, p)
+    out = RecomputedAttention.apply(query, key, value, bias, key_mask, causal, function, p, store)
     got = torch.autograd.grad(out, (query, key, value, bias), grad)
     torch.manual_seed(1)
     seed = int(torch.randint(0, 2**62, (1,))) if p > 0 else None
