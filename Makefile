@@ -18,8 +18,9 @@ test:  ## fast test suite (CPU, no network), what CI runs
 test-full:  ## every test, slow ones included
 	WANDB_MODE=offline $(PYTHON) -m pytest -q
 
-lint:  ## ruff
+lint:  ## ruff: lint rules and the one code style (`make format` applies it)
 	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 format:  ## ruff format + import sorting
 	$(PYTHON) -m ruff check --fix --select I .

@@ -68,8 +68,13 @@ def or_default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-for _name, _resolver in {"resume_dir": resume_dir, "stable_id": stable_id, "run_stamp": run_stamp,
-                         "run_tags": run_tags, "or_default": or_default}.items():
+for _name, _resolver in {
+    "resume_dir": resume_dir,
+    "stable_id": stable_id,
+    "run_stamp": run_stamp,
+    "run_tags": run_tags,
+    "or_default": or_default,
+}.items():
     OmegaConf.register_new_resolver(_name, _resolver, replace=True)
 
 
@@ -112,7 +117,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test"):
         if not best:
-            log.warning("No best checkpoint (no checkpoint callback or no validation): testing the final weights")
+            log.warning(
+                "No best checkpoint (no checkpoint callback or no validation): testing the final weights"
+            )
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
@@ -147,7 +154,10 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.get("failed_trial_value") is None:
             raise  # a basic multirun still runs its other jobs and reports this failure at the end
         # an Optuna study would stop at the first failed trial: score it as the worst and search on
-        log.exception("This trial failed; it scores failed_trial_value=%s and the search goes on", cfg.failed_trial_value)
+        log.exception(
+            "This trial failed; it scores failed_trial_value=%s and the search goes on",
+            cfg.failed_trial_value,
+        )
         return cfg.failed_trial_value
     finally:
         import wandb  # each job of a multirun must be its own W&B run

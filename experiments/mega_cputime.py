@@ -18,7 +18,9 @@ from experiments.bench_mega import model_options
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--chunk", type=int, default=128, help="-1: full attention")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -32,8 +34,10 @@ def main() -> None:
     import mega
 
     options = model_options(args.length, "chunk" if args.chunk > 0 else "full", args.chunk, args.length)
-    models = {"hf": transformers.MegaModel(transformers.MegaConfig(**options), add_pooling_layer=False),
-              "ours": mega.MegaEncoder(mega.MegaConfig(**options))}
+    models = {
+        "hf": transformers.MegaModel(transformers.MegaConfig(**options), add_pooling_layer=False),
+        "ours": mega.MegaEncoder(mega.MegaConfig(**options)),
+    }
     ids = torch.randint(2, options["vocab_size"], (args.batch_size, args.length))
     times: dict[str, list[float]] = {name: [] for name in models}
     for repeat in range(args.repeats + 1):  # the first round warms up
@@ -45,9 +49,11 @@ def main() -> None:
             if repeat:
                 times[name].append(time.process_time() - start)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"L={args.length} chunk={args.chunk} batch={args.batch_size} threads={args.threads}: "
-          f"HF {medians['hf']:.2f} s, ours {medians['ours']:.2f} s CPU per step, "
-          f"speed-up {medians['hf'] / medians['ours']:.2f}x")
+    print(
+        f"L={args.length} chunk={args.chunk} batch={args.batch_size} threads={args.threads}: "
+        f"HF {medians['hf']:.2f} s, ours {medians['ours']:.2f} s CPU per step, "
+        f"speed-up {medians['hf'] / medians['ours']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ def softmax_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def softmax_scores(query: torch.Tensor, key: torch.Tensor, bias: torch.Tensor, blocked: torch.Tensor | None
-                   ) -> torch.Tensor:
+def softmax_scores(
+    query: torch.Tensor, key: torch.Tensor, bias: torch.Tensor, blocked: torch.Tensor | None
+) -> torch.Tensor:
     """Masked scores Q Kᵀ + bias [B, K, C, C] (query already scaled by 1/√z), as a fresh tensor."""
     # baddbmm adds the bias inside the matmul (no extra pass over the scores)
     scores = torch.baddbmm(bias, query.flatten(0, -3), key.flatten(0, -3).transpose(-1, -2))
@@ -123,8 +124,9 @@ class RecomputedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float,
-                store: bool = False):
+    def forward(
+        ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float, store: bool = False
+    ):
         seed = int(torch.randint(0, 2**62, (1,))) if dropout_p > 0 else None  # global RNG: seeded runs repeat
         stored: tuple[torch.Tensor | None, ...] = ()
         with torch.no_grad():
@@ -148,7 +150,9 @@ class RecomputedAttention(torch.autograd.Function):
         if ctx.function == "softmax":
             return (*RecomputedAttention.softmax_backward(ctx, grad_out), None, None, None, None, None)
         query, key, value, bias, key_mask, causal = ctx.saved_tensors
-        inputs = [t.detach().requires_grad_(need) for t, need in zip((query, key, bias), ctx.needs_input_grad)]
+        inputs = [
+            t.detach().requires_grad_(need) for t, need in zip((query, key, bias), ctx.needs_input_grad)
+        ]
         with torch.enable_grad():
             weights = attention_weights(*inputs, key_mask, causal, ctx.function)
         dropped = weights.detach()
@@ -203,8 +207,9 @@ class MovingAverageGatedAttention(nn.Module):
         self.function = config.attention_activation
         self.scaling = zdim**-0.5
         self.activation = ACTIVATIONS[config.activation]
-        self.norm = build_norm(config.normalization_type, dim, config.norm_affine,
-                               config.rmsnorm_discards_normalization)
+        self.norm = build_norm(
+            config.normalization_type, dim, config.norm_affine, config.rmsnorm_discards_normalization
+        )
         self.ema = MultiHeadEMA(dim, config.ema_projection_size, config.bidirectional, config.truncation)
         self.v_proj = nn.Linear(dim, vdim)
         self.mx_proj = nn.Linear(dim, zdim + vdim + 2 * dim)
@@ -228,8 +233,13 @@ class MovingAverageGatedAttention(nn.Module):
         nn.init.zeros_(self.qk_beta)
         self.rel_pos.reset_parameters(c.initializer_range)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: LayerCache | None = None,
-                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: [B, L, D]; mask: [B, L] bool, True = real (None = no padding).
 
         cache: x continues a causal sequence after cache.length tokens; the EMA state and the keys/values of
@@ -263,8 +273,14 @@ class MovingAverageGatedAttention(nn.Module):
         out = out if self.prenorm else self.norm(out)
         return (out, weights) if need_weights else out
 
-    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
-               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Block-diagonal attention over chunks; pads to a multiple of the chunk internally and unpads."""
         batch, seq_len, _ = query.shape
         chunk_len = self.chunk_size if 0 < self.chunk_size < seq_len else seq_len
@@ -281,15 +297,31 @@ class MovingAverageGatedAttention(nn.Module):
         query, key = chunk(query, chunk_len), chunk(key, chunk_len)
         bias = self.rel_pos(chunk_len)
         out = RecomputedAttention.apply(  # [B, K, C, v]
-            query, key, self.hidden_dropout(chunk(value, chunk_len)), bias, key_mask, causal, self.function,
-            self.attention_dropout if self.training else 0.0, chunk_len <= self.store_max_chunk)
+            query,
+            key,
+            self.hidden_dropout(chunk(value, chunk_len)),
+            bias,
+            key_mask,
+            causal,
+            self.function,
+            self.attention_dropout if self.training else 0.0,
+            chunk_len <= self.store_max_chunk,
+        )
         # the weights are not kept by the memory-saving path: recomputed only when asked for
-        weights = attention_weights(query, key, bias, key_mask, causal, self.function) if need_weights else None
+        weights = (
+            attention_weights(query, key, bias, key_mask, causal, self.function) if need_weights else None
+        )
         return out.reshape(batch, -1, self.vdim)[:, :seq_len], weights  # [B, L, v], [B, K, C, C]
 
-    def attend_cached(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      mask: torch.Tensor | None, cache: LayerCache, need_weights: bool
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def attend_cached(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: LayerCache,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """New tokens at positions cache.length… attend to the cached keys of their chunk and to each other.
 
         The new tokens are split where chunks end: each part is the last rows of its chunk's causal attention,
@@ -305,12 +337,18 @@ class MovingAverageGatedAttention(nn.Module):
             append_keys(cache, key[:, part], value[:, part], None if mask is None else mask[:, part])
             count, context = part.stop - part.start, cache.keys.size(1)
             keys_at = torch.arange(context, device=query.device)
-            causal = keys_at <= keys_at[context - count:, None]  # the last `count` rows of the triangle
+            causal = keys_at <= keys_at[context - count :, None]  # the last `count` rows of the triangle
             inputs = (query[:, None, part], cache.keys[:, None])
             bias, key_mask = self.rel_pos(context, context - count), cache.key_mask[:, None]
             out = RecomputedAttention.apply(  # [B, 1, count, v]
-                *inputs, self.hidden_dropout(cache.values[:, None]), bias, key_mask, causal, self.function,
-                self.attention_dropout if self.training else 0.0)
+                *inputs,
+                self.hidden_dropout(cache.values[:, None]),
+                bias,
+                key_mask,
+                causal,
+                self.function,
+                self.attention_dropout if self.training else 0.0,
+            )
             outputs.append(out.squeeze(1))
             if need_weights:
                 weights = attention_weights(*inputs, bias, key_mask, causal, self.function)

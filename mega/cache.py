@@ -46,13 +46,19 @@ class DecoderCache:
 
     def select(self, batch_index: Tensor) -> DecoderCache:
         """The cache of sequences `batch_index` only (to drop finished sequences or reorder beams)."""
-        return DecoderCache([
-            dataclasses.replace(layer, **{
-                f.name: getattr(layer, f.name).index_select(0, batch_index)
-                for f in dataclasses.fields(layer) if isinstance(getattr(layer, f.name), Tensor)
-            })
-            for layer in self.layers
-        ])
+        return DecoderCache(
+            [
+                dataclasses.replace(
+                    layer,
+                    **{
+                        f.name: getattr(layer, f.name).index_select(0, batch_index)
+                        for f in dataclasses.fields(layer)
+                        if isinstance(getattr(layer, f.name), Tensor)
+                    },
+                )
+                for layer in self.layers
+            ]
+        )
 
 
 def append_keys(cache: LayerCache, keys: Tensor, values: Tensor, mask: Tensor | None) -> None:

@@ -15,6 +15,14 @@ class MegaForSequenceClassification(SequenceClassifier):
             config = MegaConfig(**options)
         elif options:
             raise ValueError(f"pass either a MegaConfig or options, not both (got options {sorted(options)})")
-        super().__init__(MegaEncoder(config), config.hidden_size, config.intermediate_size, config.num_labels,
-                         config.pooling, config.dual_encoder, config.pair_combine, config.head_dropout)
+        super().__init__(
+            MegaEncoder(config),
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_labels,
+            config.pooling,
+            config.dual_encoder,
+            config.pair_combine,
+            config.head_dropout,
+        )
         self.config = config

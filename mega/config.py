@@ -57,7 +57,9 @@ class MegaConfig:
     bos_token_id: int | None = 0
     eos_token_id: int | None = 2
     relative_positional_bias: str = "rotary"
-    classifier_dropout: float | None = None  # None: dropout_prob (reference); HF falls back to hidden_dropout_prob
+    classifier_dropout: float | None = (
+        None  # None: dropout_prob (reference); HF falls back to hidden_dropout_prob
+    )
     use_cache: bool = True
     add_lm_hidden_dense_layer: bool = True
     is_decoder: bool = False  # HF PretrainedConfig field: causal attention mask
@@ -95,36 +97,62 @@ class MegaConfig:
         _choice("input_kind", self.input_kind, INPUT_KINDS)
         _choice("pooling", self.pooling, POOLINGS)
         _choice("pair_combine", self.pair_combine, PAIR_COMBINES)
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "ema_projection_size",
-                     "shared_representation_size", "max_positions", "num_labels", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "intermediate_size",
+            "ema_projection_size",
+            "shared_representation_size",
+            "max_positions",
+            "num_labels",
+            "type_vocab_size",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"MegaConfig.{name}={getattr(self, name)} must be >= 1")
         if self.use_normalized_ffn and self.nffn_hidden_size < 1:
-            raise ValueError(f"MegaConfig.nffn_hidden_size={self.nffn_hidden_size} must be >= 1 "
-                             "when use_normalized_ffn=True (or set use_normalized_ffn=False)")
+            raise ValueError(
+                f"MegaConfig.nffn_hidden_size={self.nffn_hidden_size} must be >= 1 "
+                "when use_normalized_ffn=True (or set use_normalized_ffn=False)"
+            )
         if self.relative_positional_bias == "rotary" and self.shared_representation_size % 2:
-            raise ValueError(f"relative_positional_bias='rotary' needs an even shared_representation_size, got "
-                             f"{self.shared_representation_size}: make it even or use relative_positional_bias='simple'")
+            raise ValueError(
+                f"relative_positional_bias='rotary' needs an even shared_representation_size, got "
+                f"{self.shared_representation_size}: make it even or use relative_positional_bias='simple'"
+            )
         if self.use_chunking and self.chunk_size <= 0:
-            raise ValueError(f"use_chunking=True needs chunk_size > 0, got chunk_size={self.chunk_size}: "
-                             "set chunk_size (e.g. 128) or use_chunking=False")
+            raise ValueError(
+                f"use_chunking=True needs chunk_size > 0, got chunk_size={self.chunk_size}: "
+                "set chunk_size (e.g. 128) or use_chunking=False"
+            )
         if self.truncation is not None and self.truncation < 1:
             raise ValueError(f"truncation={self.truncation} must be None (whole sequence) or >= 1")
-        for name in ("dropout_prob", "hidden_dropout_prob", "attention_probs_dropout_prob",
-                     "nffn_activation_dropout_prob", "classifier_dropout"):
+        for name in (
+            "dropout_prob",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "nffn_activation_dropout_prob",
+            "classifier_dropout",
+        ):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"MegaConfig.{name}={value} must be in [0, 1)")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}) or None")
+            raise ValueError(
+                f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}) or None"
+            )
         if self.add_cross_attention and not self.is_decoder:
-            raise ValueError("add_cross_attention=True needs is_decoder=True (cross-attention blocks are decoder "
-                             "blocks, as in HF)")
+            raise ValueError(
+                "add_cross_attention=True needs is_decoder=True (cross-attention blocks are decoder "
+                "blocks, as in HF)"
+            )
         if self.input_kind == "real" and self.add_token_type_embeddings:
             raise ValueError("add_token_type_embeddings=True needs input_kind='tokens'")
         if self.input_kind == "real" and self.pooling == "cls":
-            raise ValueError("pooling='cls' needs input_kind='tokens' (real-valued inputs have no <CLS> token): "
-                             "use pooling='mean'")
+            raise ValueError(
+                "pooling='cls' needs input_kind='tokens' (real-valued inputs have no <CLS> token): "
+                "use pooling='mean'"
+            )
 
     # --- derived sizes ---
     @property
@@ -152,7 +180,11 @@ class MegaConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         ignored = sorted(set(values) - names)
         if ignored:
-            log.info("MegaConfig.from_dict: ignoring %d keys that are not MegaConfig fields: %s", len(ignored), ignored)
+            log.info(
+                "MegaConfig.from_dict: ignoring %d keys that are not MegaConfig fields: %s",
+                len(ignored),
+                ignored,
+            )
         return cls(**{k: v for k, v in values.items() if k in names})
 
     @classmethod
@@ -162,4 +194,6 @@ class MegaConfig:
 
 def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"MegaConfig.{option}={value!r} is not supported; allowed values: {', '.join(allowed)}")
+        raise ValueError(
+            f"MegaConfig.{option}={value!r} is not supported; allowed values: {', '.join(allowed)}"
+        )

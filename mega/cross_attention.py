@@ -31,8 +31,9 @@ class GatedCrossAttention(nn.Module):
         self.function = config.attention_activation
         self.scaling = zdim**-0.5
         self.activation = ACTIVATIONS[config.activation]
-        self.norm = build_norm(config.normalization_type, dim, config.norm_affine,
-                               config.rmsnorm_discards_normalization)
+        self.norm = build_norm(
+            config.normalization_type, dim, config.norm_affine, config.rmsnorm_discards_normalization
+        )
         self.k_proj = nn.Linear(dim, zdim)
         self.v_proj = nn.Linear(dim, dim)
         self.q_proj = nn.Linear(dim, 2 * dim + zdim)
@@ -48,8 +49,14 @@ class GatedCrossAttention(nn.Module):
             nn.init.zeros_(linear.bias)
         self.rel_pos.reset_parameters(self.config.initializer_range)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None, memory_mask: torch.Tensor | None = None,
-                cache: LayerCache | None = None, need_weights: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None,
+        memory_mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ):
         """x: [B, L, D]; memory: [B, S, D]; memory_mask: [B, S] bool, True = real (None = no padding).
 
         cache: x sits at positions cache.length…; the projected memory (and its mask) is stored on the first
@@ -60,8 +67,10 @@ class GatedCrossAttention(nn.Module):
             key, value, memory_mask = cache.cross_keys, cache.cross_values, cache.cross_mask
         else:
             if memory is None:
-                raise ValueError("add_cross_attention=True: pass encoder_hidden_states [batch, source length, "
-                                 "hidden_size] (the states the decoder attends to)")
+                raise ValueError(
+                    "add_cross_attention=True: pass encoder_hidden_states [batch, source length, "
+                    "hidden_size] (the states the decoder attends to)"
+                )
             key, value = self.k_proj(memory), self.activation(self.v_proj(memory))
             memory_mask = None if memory_mask is None else memory_mask.bool()
             if cache is not None:
@@ -74,9 +83,14 @@ class GatedCrossAttention(nn.Module):
         bias = self.rel_pos(max(position + target_len, source_len), position)[:target_len, :source_len]
         if self.function == "softmax":
             query = query * self.scaling
-        weights = attention_weights(query.unsqueeze(1), key.unsqueeze(1), bias,
-                                    None if memory_mask is None else memory_mask.unsqueeze(1), None,
-                                    self.function).squeeze(1)  # [B, L, S]
+        weights = attention_weights(
+            query.unsqueeze(1),
+            key.unsqueeze(1),
+            bias,
+            None if memory_mask is None else memory_mask.unsqueeze(1),
+            None,
+            self.function,
+        ).squeeze(1)  # [B, L, S]
         attended = torch.bmm(self.attention_dropout(weights), self.hidden_dropout(value))
         out = self.dropout(self.activation(self.h_proj(attended * F.silu(reset))))
         out = torch.addcmul(residual, torch.sigmoid(gate_logits), out - residual)

@@ -14,12 +14,18 @@ from torch import nn
 FIELDS = 1 << 16
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device,
-              generator: torch.Generator | None = None, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+def keep_mask(
+    shape: torch.Size,
+    p: float,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.bool,
+) -> torch.Tensor:
     """Mask of `dtype`, 1 (True) with probability 1 − round(p·2^16)/2^16, else 0."""
     count = shape.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, (-(-count // 4),), dtype=torch.int64, device=device,
-                          generator=generator)
+    words = torch.randint(
+        -(2**63), 2**63 - 1, (-(-count // 4),), dtype=torch.int64, device=device, generator=generator
+    )
     fields = words.view(torch.int16)[:count]  # uniform in [−2^15, 2^15)
     mask = torch.empty(count, dtype=dtype, device=device)
     return torch.ge(fields, round(p * FIELDS) - FIELDS // 2, out=mask).view(shape)

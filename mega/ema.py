@@ -65,7 +65,9 @@ class MultiHeadEMA(nn.Module):
     Bidirectional: a second kernel (rows D..2D−1) runs backwards in time; both include lag 0.
     """
 
-    def __init__(self, dim: int, ndim: int, bidirectional: bool = True, truncation: int | None = None) -> None:
+    def __init__(
+        self, dim: int, ndim: int, bidirectional: bool = True, truncation: int | None = None
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.ndim = ndim
@@ -79,7 +81,9 @@ class MultiHeadEMA(nn.Module):
         self.gamma = nn.Parameter(torch.empty(kernel_dim, ndim))
         self.omega = nn.Parameter(torch.empty(dim))
 
-    def reset_parameters(self, delta_alpha_std: float = 0.2, beta_std: float = 0.02, gamma_omega_std: float = 1.0):
+    def reset_parameters(
+        self, delta_alpha_std: float = 0.2, beta_std: float = 0.02, gamma_omega_std: float = 1.0
+    ):
         with torch.no_grad():
             nn.init.normal_(self.delta, std=delta_alpha_std)
             nn.init.normal_(self.alpha, std=delta_alpha_std)
@@ -121,7 +125,9 @@ class MultiHeadEMA(nn.Module):
         With a cache (a mega.cache.LayerCache), x continues the sequence from cache.ema_state, which is updated.
         """
         taps = self.kernel_length(x.size(1))
-        dtype = torch.promote_types(x.dtype, torch.float32)  # at least float32 (reference), also under autocast
+        dtype = torch.promote_types(
+            x.dtype, torch.float32
+        )  # at least float32 (reference), also under autocast
         with torch.autocast(x.device.type, enabled=False):
             x32 = x.to(dtype)
             signal = x32 if mask is None else x32 * mask.unsqueeze(-1)
@@ -139,8 +145,10 @@ class MultiHeadEMA(nn.Module):
         No truncation: the recurrence remembers every step (equal to the convolution while length ≤ truncation).
         """
         if self.bidirectional:
-            raise ValueError("the bidirectional EMA reads future tokens and has no recurrent form: "
-                             "incremental decoding needs bidirectional=False")
+            raise ValueError(
+                "the bidirectional EMA reads future tokens and has no recurrent form: "
+                "incremental decoding needs bidirectional=False"
+            )
         p, q = self.coefficients()
         input_weight = (p * self.beta).squeeze(-1)  # [D, N]
         output_weight = self.gamma * self.scale  # [D, N]
@@ -150,7 +158,9 @@ class MultiHeadEMA(nn.Module):
             if state is not None:
                 new_state = new_state + q.squeeze(-1) * state
             return torch.einsum("bdn,dn->bd", new_state, output_weight).unsqueeze(1), new_state
-        powers = torch.exp(torch.log(q) * torch.arange(steps + 1, device=q.device, dtype=q.dtype))  # [D, N, m+1]
+        powers = torch.exp(
+            torch.log(q) * torch.arange(steps + 1, device=q.device, dtype=q.dtype)
+        )  # [D, N, m+1]
         y = self.convolve(x, self.kernel(steps))
         new_state = torch.einsum("bld,dnl->bdn", x, input_weight.unsqueeze(-1) * powers[..., :steps].flip(-1))
         if state is not None:
@@ -170,7 +180,8 @@ class MultiHeadEMA(nn.Module):
             forward_k, backward_k = kernel.split(self.dim, dim=0)
             # lag j ≥ 0 at index j, lag −j at index n − j (circular layout)
             kernel = F.pad(forward_k, (0, n - taps)) + torch.cat(
-                [backward_k[:, :1], kernel.new_zeros(self.dim, n - taps), backward_k[:, 1:].flip(-1)], dim=1)
+                [backward_k[:, :1], kernel.new_zeros(self.dim, n - taps), backward_k[:, 1:].flip(-1)], dim=1
+            )
         else:
             kernel = F.pad(kernel, (0, n - taps))
         # FFT along the last axis of the [B, D, L] view (faster than along the strided time axis)

@@ -15,8 +15,11 @@ class TokenEmbedding(nn.Module):
         super().__init__()
         self.vocab_size = config.vocab_size
         self.tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.token_types = (nn.Embedding(config.type_vocab_size, config.hidden_size)
-                            if config.add_token_type_embeddings else None)
+        self.token_types = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size)
+            if config.add_token_type_embeddings
+            else None
+        )
         self.init_std = config.hidden_size**-0.5
         self.type_init_std = config.initializer_range
 
@@ -28,14 +31,18 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         if input_ids.is_floating_point():
-            raise ValueError(f"input_kind='tokens' needs integer token ids, got a {input_ids.dtype} tensor: "
-                             "for pixels or audio samples set input_kind='real'")
+            raise ValueError(
+                f"input_kind='tokens' needs integer token ids, got a {input_ids.dtype} tensor: "
+                "for pixels or audio samples set input_kind='real'"
+            )
         _check_range("token id", input_ids, self.vocab_size, "vocab_size")
         embedded = self.tokens(input_ids)
         if token_type_ids is not None:
             if self.token_types is None:
-                raise ValueError("token_type_ids were given but add_token_type_embeddings=False: "
-                                 "set add_token_type_embeddings=True or do not pass token_type_ids")
+                raise ValueError(
+                    "token_type_ids were given but add_token_type_embeddings=False: "
+                    "set add_token_type_embeddings=True or do not pass token_type_ids"
+                )
             _check_range("token type id", token_type_ids, self.token_types.num_embeddings, "type_vocab_size")
             embedded = embedded + self.token_types(token_type_ids)
         elif self.token_types is not None:
@@ -59,8 +66,10 @@ class RealNumberEmbedding(nn.Module):
         if token_type_ids is not None:
             raise ValueError("token_type_ids are only supported with input_kind='tokens'")
         if not inputs.is_floating_point():
-            raise ValueError(f"input_kind='real' needs a float tensor [B, L], got {inputs.dtype}: "
-                             "for token ids set input_kind='tokens'")
+            raise ValueError(
+                f"input_kind='real' needs a float tensor [B, L], got {inputs.dtype}: "
+                "for token ids set input_kind='tokens'"
+            )
         return torch.addcmul(self.bias, inputs.unsqueeze(-1), self.weight)
 
 
@@ -74,5 +83,7 @@ def _check_range(what: str, ids: torch.Tensor, size: int, option: str) -> None:
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= size:
         bad = low if low < 0 else high
-        raise ValueError(f"{what} {bad} is outside [0, {option}={size}): set {option} > {max(high, 0)} "
-                         "(the data config's vocabulary size) or fix the inputs")
+        raise ValueError(
+            f"{what} {bad} is outside [0, {option}={size}): set {option} > {max(high, 0)} "
+            "(the data config's vocabulary size) or fix the inputs"
+        )

@@ -20,7 +20,9 @@ class EncoderOutput:
     """What MegaEncoder returns when asked for more than the last hidden states."""
 
     last_hidden_state: torch.Tensor  # [B, L, D]
-    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, then each layer's output (before final norm)
+    hidden_states: tuple[torch.Tensor, ...] | None = (
+        None  # embeddings, then each layer's output (before final norm)
+    )
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer [B, K, C, C] (K chunks of C positions)
     cross_attentions: tuple[torch.Tensor, ...] | None = None  # per layer [B, L, S] (add_cross_attention)
 
@@ -39,9 +41,16 @@ class MegaEncoder(nn.Module):
         self.embed = build_embedding(config)
         self.embed_dropout = Dropout(config.dropout_prob if config.embedding_dropout else 0.0)
         self.layers = nn.ModuleList(MegaBlock(config) for _ in range(config.num_hidden_layers))
-        self.final_norm = (build_norm(config.normalization_type, config.hidden_size, config.norm_affine,
-                                      config.rmsnorm_discards_normalization)
-                           if config.has_final_norm else None)
+        self.final_norm = (
+            build_norm(
+                config.normalization_type,
+                config.hidden_size,
+                config.norm_affine,
+                config.rmsnorm_discards_normalization,
+            )
+            if config.has_final_norm
+            else None
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -50,23 +59,34 @@ class MegaEncoder(nn.Module):
         for layer in self.layers:
             layer.reset_parameters()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, *, cache: DecoderCache | None = None,
-                encoder_hidden_states: torch.Tensor | None = None,
-                encoder_attention_mask: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> torch.Tensor | EncoderOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        cache: DecoderCache | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> torch.Tensor | EncoderOutput:
         """→ [B, L, D], or an EncoderOutput when output_hidden_states or output_attentions.
 
         cache: continue a causal sequence (is_decoder=True), see mega.cache. encoder_hidden_states [B, S, D] and
         encoder_attention_mask [B, S] (1/True = real): what the cross-attention reads (add_cross_attention=True).
         """
         if input_ids.dim() != 2:
-            raise ValueError(f"MegaEncoder expects input of shape [batch, length], got {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"MegaEncoder expects input of shape [batch, length], got {tuple(input_ids.shape)}"
+            )
         mask = None
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:
-                raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} differs from the input's "
-                                 f"{tuple(input_ids.shape)}")
+                raise ValueError(
+                    f"attention_mask shape {tuple(attention_mask.shape)} differs from the input's "
+                    f"{tuple(input_ids.shape)}"
+                )
             mask = attention_mask.bool()
             if bool(mask.all()):
                 mask = None  # nothing padded (reference): skip the masking work
@@ -75,13 +95,21 @@ class MegaEncoder(nn.Module):
         if keep is not None:
             x = x * keep
         if encoder_hidden_states is not None and not self.config.add_cross_attention:
-            raise ValueError("encoder_hidden_states were given but add_cross_attention=False: set "
-                             "add_cross_attention=True (and is_decoder=True) to attend to an encoder's states")
+            raise ValueError(
+                "encoder_hidden_states were given but add_cross_attention=False: set "
+                "add_cross_attention=True (and is_decoder=True) to attend to an encoder's states"
+            )
         hidden_states = [x] if output_hidden_states else None
         attentions, cross_attentions = [], []
         for index, layer in enumerate(self.layers):
-            out = layer(x, mask, encoder_hidden_states, encoder_attention_mask,
-                        None if cache is None else cache.layer(index), need_weights=output_attentions)
+            out = layer(
+                x,
+                mask,
+                encoder_hidden_states,
+                encoder_attention_mask,
+                None if cache is None else cache.layer(index),
+                need_weights=output_attentions,
+            )
             if output_attentions:
                 x, weights, cross_weights = out
                 attentions.append(weights)

@@ -19,8 +19,12 @@ class NormalizedFeedForwardNetwork(nn.Module):
         self.config = config
         self.prenorm = config.normalize_before_ffn
         self.activation = ACTIVATIONS[config.activation]
-        self.norm = build_norm(config.normalization_type, config.hidden_size, config.norm_affine,
-                               config.rmsnorm_discards_normalization)
+        self.norm = build_norm(
+            config.normalization_type,
+            config.hidden_size,
+            config.norm_affine,
+            config.rmsnorm_discards_normalization,
+        )
         self.fc1 = nn.Linear(config.hidden_size, config.nffn_hidden_size)
         self.fc2 = nn.Linear(config.nffn_hidden_size, config.hidden_size)
         self.hidden_dropout = Dropout(config.nffn_activation_dropout_prob, config.use_feature_dropout)

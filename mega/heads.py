@@ -62,8 +62,17 @@ class SequenceClassifier(nn.Module):
     encoder(input, mask) must return [B, L, D]; with dual_encoder=True the same encoder reads both documents.
     """
 
-    def __init__(self, encoder: nn.Module, dim: int, head_hidden: int, num_labels: int, pooling: str = "mean",
-                 dual_encoder: bool = False, pair_combine: str = "concat", dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        dim: int,
+        head_hidden: int,
+        num_labels: int,
+        pooling: str = "mean",
+        dual_encoder: bool = False,
+        pair_combine: str = "concat",
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
@@ -75,8 +84,13 @@ class SequenceClassifier(nn.Module):
     def encode(self, input: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return pool(self.encoder(input, mask), mask, self.pooling)
 
-    def forward(self, input: torch.Tensor, mask: torch.Tensor | None = None, input2: torch.Tensor | None = None,
-                mask2: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        input2: torch.Tensor | None = None,
+        mask2: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """→ logits [B, num_labels]."""
         features = self.encode(input, mask)
         if self.dual_encoder:
@@ -84,7 +98,9 @@ class SequenceClassifier(nn.Module):
                 raise ValueError("dual_encoder=True needs the second document: pass input2 (and mask2)")
             features = combine_pair(features, self.encode(input2, mask2), self.pair_combine)
         elif input2 is not None:
-            raise ValueError("input2 was given but dual_encoder=False: set dual_encoder=True for two documents")
+            raise ValueError(
+                "input2 was given but dual_encoder=False: set dual_encoder=True for two documents"
+            )
         return self.head(features)
 
     def param_counts(self) -> dict[str, int]:

@@ -63,8 +63,13 @@ def config_from_dict(hf_values: Mapping) -> MegaConfig:
     names = {f.name for f in dataclasses.fields(MegaConfig)}
     values = {k: v for k, v in hf_values.items() if k in names}
     use_chunking = bool(hf_values.get("use_chunking", False))
-    values.update(final_norm=False, mask_padded_states=False, embedding_dropout=False,
-                  rmsnorm_discards_normalization=True, use_chunking=use_chunking)
+    values.update(
+        final_norm=False,
+        mask_padded_states=False,
+        embedding_dropout=False,
+        rmsnorm_discards_normalization=True,
+        use_chunking=use_chunking,
+    )
     if not use_chunking and values.get("chunk_size", -1) > 0:
         values["max_positions"] = values["chunk_size"]  # the port sizes its bias by chunk_size even then
     return MegaConfig(**values)
@@ -82,8 +87,10 @@ def _recentre_bias(tensor: torch.Tensor, hf_span: int, span: int) -> torch.Tenso
     Offsets |d| ≥ hf_span, out of the port's reach (it raises there), get a zero bias.
     """
     if 2 * hf_span - 1 > tensor.numel():
-        raise ValueError(f"HF model: chunk_size={hf_span} exceeds max_positions={(tensor.numel() + 1) // 2}; "
-                         "the port cannot run this configuration")
+        raise ValueError(
+            f"HF model: chunk_size={hf_span} exceeds max_positions={(tensor.numel() + 1) // 2}; "
+            "the port cannot run this configuration"
+        )
     used = tensor[: 2 * hf_span - 1]
     if span == hf_span:
         return used
@@ -101,11 +108,14 @@ def from_transformers(hf_model) -> nn.Module:
     return model.to(next(hf_model.parameters()).dtype).train(hf_model.training)
 
 
-def convert(architecture: str, hf_config: Mapping, hf_state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+def convert(
+    architecture: str, hf_config: Mapping, hf_state: Mapping[str, torch.Tensor], source: str
+) -> nn.Module:
     """Build our model for an HF architecture name, config dict and state dict (`source` names them in errors)."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"{source}: architecture {architecture!r} is not supported; supported: "
-                         f"{', '.join(ARCHITECTURES)}")
+        raise ValueError(
+            f"{source}: architecture {architecture!r} is not supported; supported: {', '.join(ARCHITECTURES)}"
+        )
     model_class, prefix = ARCHITECTURES[architecture]
     config = config_from_dict(hf_config)
     model = model_class(config)
@@ -125,15 +135,19 @@ def convert(architecture: str, hf_config: Mapping, hf_state: Mapping[str, torch.
         state[name], origin[name] = tensor.detach().clone(), hf_name
     expected = model.state_dict()
     if getattr(model, "head", None) is not None and config.tie_word_embeddings:
-        state.pop("head.out.weight", None)  # the same matrix as the token embedding (only .bin files store both)
+        state.pop(
+            "head.out.weight", None
+        )  # the same matrix as the token embedding (only .bin files store both)
         if "encoder.embed.tokens.weight" in state:
             state["head.out.weight"] = state["encoder.embed.tokens.weight"]
     unexpected += [origin[name] for name in state if name not in expected]
     missing = [name for name in expected if name not in state]
     if missing or unexpected:
-        raise ValueError(f"{source} does not match a {architecture} with this config.json: "
-                         f"missing weights (our names): {missing or 'none'}; "
-                         f"unexpected keys (checkpoint names): {unexpected or 'none'}")
+        raise ValueError(
+            f"{source} does not match a {architecture} with this config.json: "
+            f"missing weights (our names): {missing or 'none'}; "
+            f"unexpected keys (checkpoint names): {unexpected or 'none'}"
+        )
     model.load_state_dict(state, strict=True)
     return model
 
@@ -145,7 +159,7 @@ def _our_name(hf_name: str, prefix: str) -> str | None:
             if re.search(pattern, hf_name):
                 return re.sub(pattern, replacement, hf_name)
         return None
-    name = hf_name[len(prefix):]
+    name = hf_name[len(prefix) :]
     for pattern, replacement in _RENAMES:
         name = re.sub(pattern, replacement, name)
     return ("encoder." + name) if prefix else name
@@ -157,16 +171,20 @@ def load_pretrained(path: str | Path) -> nn.Module:
     folder = Path(path)
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: a Hugging Face checkpoint folder holds config.json "
-                                "next to model.safetensors or pytorch_model.bin")
+        raise FileNotFoundError(
+            f"{config_file} not found: a Hugging Face checkpoint folder holds config.json "
+            "next to model.safetensors or pytorch_model.bin"
+        )
     try:
         hf_config = json.loads(config_file.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{config_file}: not valid JSON ({error})") from error
     architectures = hf_config.get("architectures") or ["MegaModel"]
     if hf_config.get("model_type") != "mega":
-        raise ValueError(f"{config_file}: not a MEGA checkpoint (model_type={hf_config.get('model_type')!r}, "
-                         f"architectures={architectures}); expected model_type 'mega'")
+        raise ValueError(
+            f"{config_file}: not a MEGA checkpoint (model_type={hf_config.get('model_type')!r}, "
+            f"architectures={architectures}); expected model_type 'mega'"
+        )
     weights_file, state = _read_weights(folder)
     model = convert(architectures[0], hf_config, state, str(weights_file))
     floating = [t.dtype for t in state.values() if t.is_floating_point()]
@@ -178,14 +196,18 @@ def _read_weights(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
         index = folder / f"{name}.index.json"
         files = [folder / name]
         if index.is_file():
-            files = [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+            files = [
+                folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            ]
         if all(file.is_file() for file in files):
             state = {}
             for file in files:
                 state.update(_read_weight_file(file))
             return (index if index.is_file() else files[0]), state
-    raise FileNotFoundError(f"{folder}: no weights found; expected model.safetensors or pytorch_model.bin "
-                            "(or a sharded *.index.json) next to config.json")
+    raise FileNotFoundError(
+        f"{folder}: no weights found; expected model.safetensors or pytorch_model.bin "
+        "(or a sharded *.index.json) next to config.json"
+    )
 
 
 def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
@@ -196,7 +218,9 @@ def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
             return load_file(file)
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # safetensors and torch raise several types for a corrupt file
-        raise ValueError(f"{file}: cannot be read as a weights file ({type(error).__name__}: {error})") from error
+        raise ValueError(
+            f"{file}: cannot be read as a weights file ({type(error).__name__}: {error})"
+        ) from error
     if not isinstance(state, Mapping) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise ValueError(f"{file}: not a state dict of tensors")
     return dict(state)

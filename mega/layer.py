@@ -26,9 +26,15 @@ class MegaBlock(nn.Module):
             if sublayer is not None:
                 sublayer.reset_parameters()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, memory: torch.Tensor | None = None,
-                memory_mask: torch.Tensor | None = None, cache: LayerCache | None = None,
-                need_weights: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ):
         """x: [B, L, D] → [B, L, D]; with need_weights → (x, self-attention weights, cross-attention weights).
 
         memory/memory_mask: encoder states [B, S, D] and their mask for cross-attention. cache: continue a causal

@@ -58,14 +58,21 @@ class _LanguageModel(nn.Module):
         elif options:
             raise ValueError(f"pass either a MegaConfig or options, not both (got options {sorted(options)})")
         if config.input_kind != "tokens":
-            raise ValueError(f"{type(self).__name__} predicts tokens: it needs input_kind='tokens', "
-                             f"got {config.input_kind!r}")
+            raise ValueError(
+                f"{type(self).__name__} predicts tokens: it needs input_kind='tokens', "
+                f"got {config.input_kind!r}"
+            )
         self.config = config
         self.encoder = MegaEncoder(config)
         self.head = LMHead(config, self.encoder.embed.tokens)
 
-    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-            token_type_ids: torch.Tensor | None, **extras) -> tuple[torch.Tensor, EncoderOutput | None]:
+    def run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        **extras,
+    ) -> tuple[torch.Tensor, EncoderOutput | None]:
         out = self.encoder(input_ids, attention_mask, token_type_ids, **extras)
         if isinstance(out, EncoderOutput):
             return self.head(out.last_hidden_state), out
@@ -73,8 +80,10 @@ class _LanguageModel(nn.Module):
 
     def param_counts(self) -> dict[str, int]:
         """Unique parameters (a tied output matrix counts once, as part of the embedding)."""
-        return {"total": sum(p.numel() for p in self.parameters()),
-                "embedding": self.encoder.embedding_parameters()}
+        return {
+            "total": sum(p.numel() for p in self.parameters()),
+            "embedding": self.encoder.embedding_parameters(),
+        }
 
 
 def _output(logits: torch.Tensor, loss: torch.Tensor | None, states: EncoderOutput | None) -> LMOutput:
@@ -84,8 +93,9 @@ def _output(logits: torch.Tensor, loss: torch.Tensor | None, states: EncoderOutp
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
-                           ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
 
 
 class MegaForCausalLM(_LanguageModel):
@@ -102,27 +112,45 @@ class MegaForCausalLM(_LanguageModel):
             options = {"is_decoder": True, "bidirectional": False, **options}
         super().__init__(config, **options)
         if self.config.bidirectional:
-            raise ValueError("MegaForCausalLM needs bidirectional=False: a bidirectional EMA reads future tokens, "
-                             "so next-token prediction would see its targets")
+            raise ValueError(
+                "MegaForCausalLM needs bidirectional=False: a bidirectional EMA reads future tokens, "
+                "so next-token prediction would see its targets"
+            )
         if not self.config.is_decoder:
-            raise ValueError("MegaForCausalLM needs is_decoder=True: without the causal mask every position "
-                             "attends to future tokens")
+            raise ValueError(
+                "MegaForCausalLM needs is_decoder=True: without the causal mask every position "
+                "attends to future tokens"
+            )
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, *, cache: DecoderCache | None = None,
-                encoder_hidden_states: torch.Tensor | None = None,
-                encoder_attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> LMOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        cache: DecoderCache | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> LMOutput:
         """input_ids [B, L]; labels [B, L] (-100 = ignored; shifted inside: position t predicts labels[t+1]).
 
         With a cache, input_ids (and attention_mask) are only the new tokens; they continue the cached sequence.
         """
         if cache is not None:
             self._check_cache(cache, input_ids.size(1), output_attentions)
-        logits, states = self.run(input_ids, attention_mask, token_type_ids, cache=cache,
-                                  encoder_hidden_states=encoder_hidden_states,
-                                  encoder_attention_mask=encoder_attention_mask,
-                                  output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        logits, states = self.run(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            cache=cache,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
         loss = None
         if labels is not None:
             loss = _cross_entropy(logits[:, :-1], labels[:, 1:])
@@ -130,20 +158,33 @@ class MegaForCausalLM(_LanguageModel):
 
     def _check_cache(self, cache: DecoderCache, new_tokens: int, output_attentions: bool) -> None:
         if output_attentions:
-            raise ValueError("output_attentions is not available with a cache: run the full sequence without "
-                             "one to get the attention weights")
+            raise ValueError(
+                "output_attentions is not available with a cache: run the full sequence without "
+                "one to get the attention weights"
+            )
         truncation = self.config.truncation
         if truncation is not None and cache.length + new_tokens > truncation:
-            raise ValueError(f"truncation={truncation}: the convolution sees only {truncation} past tokens but "
-                             "the recurrent EMA of incremental decoding sees all of them, so they differ beyond "
-                             f"position {truncation} (the cache would reach {cache.length + new_tokens}); "
-                             "decode without a cache, or use a model with truncation=None")
+            raise ValueError(
+                f"truncation={truncation}: the convolution sees only {truncation} past tokens but "
+                "the recurrent EMA of incremental decoding sees all of them, so they differ beyond "
+                f"position {truncation} (the cache would reach {cache.length + new_tokens}); "
+                "decode without a cache, or use a model with truncation=None"
+            )
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, *, do_sample: bool = False,
-                 temperature: float = 1.0, top_k: int | None = None, eos_token_id: int | None = None,
-                 generator: torch.Generator | None = None, encoder_hidden_states: torch.Tensor | None = None,
-                 encoder_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eos_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Prompt [B, L] (no padding) → [B, L + new] by greedy decoding or sampling, one cached step per token.
 
         Sampling draws from softmax(logits / temperature) restricted to the top_k tokens. After eos_token_id a
@@ -152,7 +193,9 @@ class MegaForCausalLM(_LanguageModel):
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
         if do_sample and temperature <= 0:
-            raise ValueError(f"temperature={temperature} must be > 0 when sampling (use do_sample=False for greedy)")
+            raise ValueError(
+                f"temperature={temperature} must be > 0 when sampling (use do_sample=False for greedy)"
+            )
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k={top_k} must be >= 1 or None")
         was_training = self.training
@@ -161,8 +204,12 @@ class MegaForCausalLM(_LanguageModel):
         finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
         step_input = input_ids
         for _ in range(max_new_tokens):
-            logits = self(step_input, cache=cache, encoder_hidden_states=encoder_hidden_states,
-                          encoder_attention_mask=encoder_attention_mask).logits[:, -1]
+            logits = self(
+                step_input,
+                cache=cache,
+                encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+            ).logits[:, -1]
             step_input = next_token(logits, do_sample, temperature, top_k, generator).unsqueeze(1)
             if eos_token_id is not None:
                 step_input = step_input.masked_fill(finished.unsqueeze(1), eos_token_id)
@@ -174,8 +221,13 @@ class MegaForCausalLM(_LanguageModel):
         return torch.cat(tokens, dim=1)
 
 
-def next_token(logits: torch.Tensor, do_sample: bool, temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def next_token(
+    logits: torch.Tensor,
+    do_sample: bool,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """[B, V] logits → [B] token ids: the argmax, or a draw from softmax(logits / T) over the top-k tokens."""
     if not do_sample:
         return logits.argmax(-1)
@@ -189,10 +241,22 @@ def next_token(logits: torch.Tensor, do_sample: bool, temperature: float = 1.0, 
 class MegaForMaskedLM(_LanguageModel):
     """Masked-token prediction (usually bidirectional): logits at every position, loss where labels != -100."""
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> LMOutput:
-        logits, states = self.run(input_ids, attention_mask, token_type_ids,
-                                  output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> LMOutput:
+        logits, states = self.run(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
         loss = None if labels is None else _cross_entropy(logits, labels)
         return _output(logits, loss, states)

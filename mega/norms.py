@@ -56,7 +56,9 @@ class SequenceSyncBatchNorm(nn.SyncBatchNorm):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
-def build_norm(kind: str, dim: int, affine: bool = True, rmsnorm_discards_normalization: bool = False) -> nn.Module:
+def build_norm(
+    kind: str, dim: int, affine: bool = True, rmsnorm_discards_normalization: bool = False
+) -> nn.Module:
     """One norm instance of the given kind (names as MegaConfig.normalization_type)."""
     if kind == "scalenorm":
         return ScaleNorm(affine)
@@ -68,5 +70,7 @@ def build_norm(kind: str, dim: int, affine: bool = True, rmsnorm_discards_normal
         return SequenceBatchNorm(dim, eps=EPS, affine=affine)
     if kind == "syncbatchnorm":
         return SequenceSyncBatchNorm(dim, eps=EPS, affine=affine)
-    raise ValueError(f"unknown normalization_type {kind!r}; allowed: scalenorm, rmsnorm, layernorm, batchnorm, "
-                     "syncbatchnorm")
+    raise ValueError(
+        f"unknown normalization_type {kind!r}; allowed: scalenorm, rmsnorm, layernorm, batchnorm, "
+        "syncbatchnorm"
+    )

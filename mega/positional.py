@@ -24,11 +24,15 @@ class SimpleRelativePositionalBias(nn.Module):
     def forward(self, seq_len: int, first_query: int = 0) -> torch.Tensor:
         """[seq_len − first_query, seq_len]: the rows of queries first_query.. (decoding needs only the last)."""
         if seq_len > self.max_positions:
-            raise ValueError(f"sequence (or chunk) length {seq_len} exceeds the simple relative bias size "
-                             f"{self.max_positions}: raise max_positions (or chunk_size when chunking), "
-                             "or use relative_positional_bias='rotary'")
+            raise ValueError(
+                f"sequence (or chunk) length {seq_len} exceeds the simple relative bias size "
+                f"{self.max_positions}: raise max_positions (or chunk_size when chunking), "
+                "or use relative_positional_bias='rotary'"
+            )
         positions = torch.arange(seq_len, device=self.weight.device)
-        return self.weight[self.max_positions - 1 + positions.unsqueeze(0) - positions[first_query:].unsqueeze(1)]
+        return self.weight[
+            self.max_positions - 1 + positions.unsqueeze(0) - positions[first_query:].unsqueeze(1)
+        ]
 
 
 class RotaryRelativePositionalBias(nn.Module):

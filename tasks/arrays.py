@@ -67,7 +67,10 @@ class ArrayDataModule(SequenceDataModule):
         return [folder / name for name in self.split_files.values()]
 
     def cache_key(self, folder: Path) -> dict:
-        files = {str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns] for p in self.source_files(folder)}
+        files = {
+            str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns]
+            for p in self.source_files(folder)
+        }
         return {**super().cache_key(folder), "files": files}
 
     def _write_cache(self, folder: Path, out: Path) -> None:
@@ -82,8 +85,12 @@ class ArrayDataModule(SequenceDataModule):
         for split, count in counts.items():
             if count == 0:
                 raise ValueError(f"the {split} split read from {folder} is empty")
-        (out / "meta.json").write_text(json.dumps({"key": self.cache_key(folder), "splits": counts}, indent=2))
-        log.info("%s: cached %s examples of length %d from %s", self.task, counts, arrays["input"].shape[1], folder)
+        (out / "meta.json").write_text(
+            json.dumps({"key": self.cache_key(folder), "splits": counts}, indent=2)
+        )
+        log.info(
+            "%s: cached %s examples of length %d from %s", self.task, counts, arrays["input"].shape[1], folder
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -123,9 +130,14 @@ def measure_throughput(experiment: str, overrides: list[str], batches: int = 50,
     loader_rate = samples / (time.perf_counter() - started)
     loader_cpu_rate = samples / (time.process_time() - cpu_started)  # per CPU-second: less sensitive to load
 
-    result = {"experiment": experiment, "overrides": " ".join(overrides), "batch_size": len(first["label"]),
-              "num_workers": datamodule.num_workers, "loader_samples_per_s": round(loader_rate, 1),
-              "loader_samples_per_cpu_s": round(loader_cpu_rate, 1)}
+    result = {
+        "experiment": experiment,
+        "overrides": " ".join(overrides),
+        "batch_size": len(first["label"]),
+        "num_workers": datamodule.num_workers,
+        "loader_samples_per_s": round(loader_rate, 1),
+        "loader_samples_per_cpu_s": round(loader_cpu_rate, 1),
+    }
     if steps > 0:
         net = instantiate(cfg.model)
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
@@ -150,4 +162,6 @@ if __name__ == "__main__":
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--steps", type=int, default=3, help="training steps to time (0: loader only)")
     options = parser.parse_args()
-    print(json.dumps(measure_throughput(options.experiment, options.overrides, options.batches, options.steps)))
+    print(
+        json.dumps(measure_throughput(options.experiment, options.overrides, options.batches, options.steps))
+    )

@@ -119,14 +119,20 @@ class ResumableLoader(DataLoader):
     sampler: ResumableSampler
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches_done": self.sampler.batches_done, "seed": self.sampler.seed}
+        return {
+            "epoch": self.sampler.epoch,
+            "batches_done": self.sampler.batches_done,
+            "seed": self.sampler.seed,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.epoch, self.sampler.batches_done = state["epoch"], state["batches_done"]
         self.sampler.seed = state["seed"]
 
 
-def pad_sequences(sequences: list[torch.Tensor], multiple_of: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def pad_sequences(
+    sequences: list[torch.Tensor], multiple_of: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Right-pad to the longest sequence (rounded up to `multiple_of`) with zeros; mask is None if nothing padded."""
     lengths = [len(s) for s in sequences]
     length = max(lengths)
@@ -171,7 +177,9 @@ class SequenceDataModule(LightningDataModule):
         if input_kind not in ("tokens", "real"):
             raise ValueError(f"data.input_kind must be 'tokens' or 'real', got {input_kind!r}")
         if pad_id != 0:
-            raise ValueError(f"data.pad_id must be 0 (Contract 1: every LRA task pads with id 0), got {pad_id}")
+            raise ValueError(
+                f"data.pad_id must be 0 (Contract 1: every LRA task pads with id 0), got {pad_id}"
+            )
         self.root_dir = Path(root_dir)
         self.data_dir = Path(data_dir) if data_dir else None
         self.cache_root = Path(cache_dir) if cache_dir else self.root_dir / "cache"
@@ -227,7 +235,11 @@ class SequenceDataModule(LightningDataModule):
         """Where the raw files may be, in search order."""
         if self.data_dir is not None:
             return [self.data_dir]
-        prefixes = [self.root_dir, self.root_dir / "lra_release", self.root_dir / "lra_release" / "lra_release"]
+        prefixes = [
+            self.root_dir,
+            self.root_dir / "lra_release",
+            self.root_dir / "lra_release" / "lra_release",
+        ]
         folders = [prefix / name for name in self.release_folders for prefix in prefixes]
         if self.can_generate and self.generated_folder() not in folders:
             folders.append(self.generated_folder())  # written by an earlier run's generator
@@ -266,8 +278,12 @@ class SequenceDataModule(LightningDataModule):
                 "or pass data.synthetic=true for a small stand-in set."
             )
         folder = self.data_dir or self.generated_folder()
-        log.warning("No %s data found (looked in: %s); generating it into %s with our generator",
-                    self.task, ", ".join(str(f) for f in self.candidate_folders()), folder)
+        log.warning(
+            "No %s data found (looked in: %s); generating it into %s with our generator",
+            self.task,
+            ", ".join(str(f) for f in self.candidate_folders()),
+            folder,
+        )
         write_atomically(folder, lambda tmp: self.generate(tmp, synthetic=False))
         return folder
 
@@ -279,8 +295,13 @@ class SequenceDataModule(LightningDataModule):
         for name in self.split_files.values():
             stat = (folder / name).stat()
             files[name] = [stat.st_size, stat.st_mtime_ns]
-        return {"version": CACHE_VERSION, "task": self.task, "source": str(folder.resolve()), "files": files,
-                **self.token_options()}
+        return {
+            "version": CACHE_VERSION,
+            "task": self.task,
+            "source": str(folder.resolve()),
+            "files": files,
+            **self.token_options(),
+        }
 
     def cache_folder(self, folder: Path) -> Path:
         return self.cache_root / f"{self.task}-{options_hash(self.cache_key(folder))}"
@@ -305,8 +326,13 @@ class SequenceDataModule(LightningDataModule):
             if count == 0:
                 raise ValueError(f"the {split} split read from {folder} is empty")
             if truncated:
-                log.info("%s/%s: truncated %d sequences to max_length=%d", self.task, split, truncated,
-                         self.max_length)
+                log.info(
+                    "%s/%s: truncated %d sequences to max_length=%d",
+                    self.task,
+                    split,
+                    truncated,
+                    self.max_length,
+                )
             splits[split] = datasets.Dataset.from_file(str(scratch))
             stats[split] = {"examples": count, "truncated": truncated}
         datasets.DatasetDict(splits).save_to_disk(str(out / "dataset"))
@@ -341,7 +367,9 @@ class SequenceDataModule(LightningDataModule):
             if name not in examples[0]:
                 continue
             values, mask = pad_sequences([e[name] for e in examples], self.pad_to_multiple_of)
-            batch[name] = self.transform(name, values.long() if self.input_kind == "tokens" else values.float())
+            batch[name] = self.transform(
+                name, values.long() if self.input_kind == "tokens" else values.float()
+            )
             if mask is not None:
                 batch[mask_name] = mask
         batch["label"] = torch.stack([e["label"] for e in examples]).long()
@@ -350,8 +378,14 @@ class SequenceDataModule(LightningDataModule):
     def _loader(self, dataset: datasets.Dataset, batch_size: int, sampler: Sampler) -> DataLoader:
         loader_class = ResumableLoader if isinstance(sampler, ResumableSampler) else DataLoader
         return loader_class(
-            dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.collate, drop_last=False,
-            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=self.collate,
+            drop_last=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # keeps loader seeding off the global RNG
         )
 

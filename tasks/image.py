@@ -119,7 +119,9 @@ def _decode_hf_split(rows: Sequence[dict], source: str) -> tuple[np.ndarray, np.
     labels = np.empty(len(rows), dtype=np.int64)
     for i, row in enumerate(rows):
         if "img" not in row or "label" not in row:
-            raise ValueError(f"{source}: expected columns img and label (HF cifar10 schema), found {sorted(row)}")
+            raise ValueError(
+                f"{source}: expected columns img and label (HF cifar10 schema), found {sorted(row)}"
+            )
         image = row["img"]
         image = image if hasattr(image, "convert") else Image.open(io.BytesIO(image["bytes"]))
         images[i] = np.asarray(image.convert("RGB"))
@@ -215,7 +217,9 @@ def make_standin_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     period = (4.0 + 2.0 * (labels % 3))[:, None, None]
     phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
     wave = np.sin(2 * np.pi * (np.cos(angle) * cols + np.sin(angle) * rows) / period + phase)
-    tint = np.stack([0.6 + 0.04 * labels, 1.0 - 0.04 * labels, 0.8 + 0.02 * labels], axis=-1)[:, None, None, :]
+    tint = np.stack([0.6 + 0.04 * labels, 1.0 - 0.04 * labels, 0.8 + 0.02 * labels], axis=-1)[
+        :, None, None, :
+    ]
     pixels = 128 + 90 * wave[..., None] * tint + rng.normal(0, 20, size=(n, SIDE, SIDE, 3))
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8), labels.astype(np.int64)
 
@@ -252,13 +256,19 @@ class ImageDataModule(ArrayDataModule):
         hub_cache: str | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(**{"input_kind": "real", "vocab_size": 257, "num_classes": 10, "max_length": 1024, **kwargs})
+        super().__init__(
+            **{"input_kind": "real", "vocab_size": 257, "num_classes": 10, "max_length": 1024, **kwargs}
+        )
         if greyscale not in GREYSCALE:
             raise ValueError(f"data.greyscale={greyscale!r}: choose one of {sorted(GREYSCALE)}")
         if self.max_length != SIDE * SIDE:
-            raise ValueError(f"data.max_length={self.max_length}: CIFAR-10 sequences are {SIDE * SIDE} pixels long")
+            raise ValueError(
+                f"data.max_length={self.max_length}: CIFAR-10 sequences are {SIDE * SIDE} pixels long"
+            )
         if self.input_kind == "tokens" and self.vocab_size != 257:
-            raise ValueError(f"data.vocab_size={self.vocab_size}: pixel tokens are 1..256 (0 = padding), set 257")
+            raise ValueError(
+                f"data.vocab_size={self.vocab_size}: pixel tokens are 1..256 (0 = padding), set 257"
+            )
         self.greyscale = greyscale
         self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
         self.split_seed = split_seed
@@ -273,7 +283,9 @@ class ImageDataModule(ArrayDataModule):
         return {"sizes": list(self.synthetic_sizes), "seed": self.seed}
 
     def generate(self, folder: Path, synthetic: bool) -> None:
-        log.warning("STAND-IN DATA (data.synthetic=true): class-patterned gratings in the CIFAR layout, NOT CIFAR-10")
+        log.warning(
+            "STAND-IN DATA (data.synthetic=true): class-patterned gratings in the CIFAR layout, NOT CIFAR-10"
+        )
         write_standin(folder, *self.synthetic_sizes, seed=self.seed)
 
     def raw_folder(self) -> Path:
@@ -305,7 +317,9 @@ class ImageDataModule(ArrayDataModule):
         (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
         train_rows, val_rows = split_train_val(len(train_labels), self.val_size, self.split_seed)
         return {
-            "input": np.concatenate([to_sequences(train_images, self.greyscale), to_sequences(test_images, self.greyscale)]),
+            "input": np.concatenate(
+                [to_sequences(train_images, self.greyscale), to_sequences(test_images, self.greyscale)]
+            ),
             "label": np.concatenate([train_labels, test_labels]),
             "split_train": train_rows,
             "split_val": val_rows,

@@ -25,8 +25,16 @@ log = logging.getLogger(__name__)
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 VOCAB = {token: i + 1 for i, token in enumerate([*"0123456789", *OPERATORS, "]"])}  # 0 is padding
-LRA_GENERATOR = {"num_train": 96000, "num_val": 2000, "num_test": 2000, "max_depth": 10, "max_args": 10,
-                 "min_length": 500, "max_length": 2000, "seed": 0}
+LRA_GENERATOR = {
+    "num_train": 96000,
+    "num_val": 2000,
+    "num_test": 2000,
+    "max_depth": 10,
+    "max_args": 10,
+    "min_length": 500,
+    "max_length": 2000,
+    "seed": 0,
+}
 SPLIT_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}
 LEAF_PROBABILITY = 0.75  # LRA: VALUE_P = 0.25 is the chance of drawing an operator
 SHARDS = 64  # independent generator streams (fixed, so the data do not depend on the process count)
@@ -107,7 +115,9 @@ def accepted_trees(options: dict[str, Any], shard: int, quota: int) -> list[tupl
     rows: list[tuple[str, int]] = []
     while len(rows) < quota:
         try:
-            text, value, count = sample_tree(rng, options["max_depth"], options["max_args"], options["max_length"])
+            text, value, count = sample_tree(
+                rng, options["max_depth"], options["max_args"], options["max_length"]
+            )
         except _TooLong:
             continue
         if count > options["min_length"]:
@@ -115,7 +125,9 @@ def accepted_trees(options: dict[str, Any], shard: int, quota: int) -> list[tupl
     return rows
 
 
-def generate_listops(options: dict[str, Any], processes: int | None = None) -> dict[str, list[tuple[str, int]]]:
+def generate_listops(
+    options: dict[str, Any], processes: int | None = None
+) -> dict[str, list[tuple[str, int]]]:
     """LRA's ListOps generator, seeded: distinct trees with min_length < tokens < max_length, split in order.
 
     Trees come from SHARDS independent seeded streams, merged in shard order, so the data set depends only on the
@@ -126,12 +138,14 @@ def generate_listops(options: dict[str, Any], processes: int | None = None) -> d
     examples: dict[str, int] = {}  # insertion-ordered, duplicates dropped as LRA's set does
     first_shard = 0
     # fork (where available): workers need only this module's pure-Python sampler, not fresh heavy imports
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
     with context.Pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
         while len(examples) < wanted:
             quota = -(-(wanted - len(examples)) // SHARDS)
             jobs = [(options, shard, quota) for shard in range(first_shard, first_shard + SHARDS)]
-            for rows in (pool.imap(_accepted_trees_job, jobs) if pool else map(_accepted_trees_job, jobs)):
+            for rows in pool.imap(_accepted_trees_job, jobs) if pool else map(_accepted_trees_job, jobs):
                 for text, value in rows:
                     if len(examples) < wanted:
                         examples.setdefault(text, value)
@@ -166,7 +180,9 @@ def read_tsv(path: Path) -> Iterator[tuple[list[int], int]]:
                 continue
             where = f"{path}:{line_number}"
             if len(columns) != 2:
-                raise ValueError(f"{where}: expected 2 tab-separated columns (Source, Target), found {len(columns)}")
+                raise ValueError(
+                    f"{where}: expected 2 tab-separated columns (Source, Target), found {len(columns)}"
+                )
             source, target = columns
             try:
                 label = int(target)
@@ -177,7 +193,9 @@ def read_tsv(path: Path) -> Iterator[tuple[list[int], int]]:
             ids = []
             for token in tokenize(source):
                 if token not in VOCAB:
-                    raise ValueError(f"{where}: unknown token {token!r} (ListOps has digits, {', '.join(OPERATORS)}, ])")
+                    raise ValueError(
+                        f"{where}: unknown token {token!r} (ListOps has digits, {', '.join(OPERATORS)}, ])"
+                    )
                 ids.append(VOCAB[token])
             yield ids, label
 
@@ -190,21 +208,35 @@ class ListOpsDataModule(SequenceDataModule):
     release_folders = ("listops-1000", "listops")
     split_files = SPLIT_FILES
     can_generate = True
-    download_hint = ("The LRA release (lra_release.gz from google-research/long-range-arena) unpacks to "
-                     "lra_release/lra_release/listops-1000/")
+    download_hint = (
+        "The LRA release (lra_release.gz from google-research/long-range-arena) unpacks to "
+        "lra_release/lra_release/listops-1000/"
+    )
 
     def __init__(self, generator: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.generator = {**LRA_GENERATOR, **dict(generator or {})}
         unknown = set(self.generator) - set(LRA_GENERATOR)
         if unknown:
-            raise ValueError(f"data.generator has unknown options {sorted(unknown)}; known: {sorted(LRA_GENERATOR)}")
+            raise ValueError(
+                f"data.generator has unknown options {sorted(unknown)}; known: {sorted(LRA_GENERATOR)}"
+            )
         if self.vocab_size is not None and self.vocab_size != len(VOCAB) + 1:
-            raise ValueError(f"data.vocab_size={self.vocab_size} but ListOps has {len(VOCAB) + 1} ids; set 16")
+            raise ValueError(
+                f"data.vocab_size={self.vocab_size} but ListOps has {len(VOCAB) + 1} ids; set 16"
+            )
 
     def synthetic_options(self) -> dict[str, Any]:
-        return {"num_train": 256, "num_val": 64, "num_test": 64, "max_depth": 5, "max_args": 4, "min_length": 10,
-                "max_length": 64, "seed": self.seed}
+        return {
+            "num_train": 256,
+            "num_val": 64,
+            "num_test": 64,
+            "max_depth": 5,
+            "max_args": 4,
+            "min_length": 10,
+            "max_length": 64,
+            "seed": self.seed,
+        }
 
     def generated_folder(self) -> Path:
         if self.generator == LRA_GENERATOR:
@@ -231,8 +263,12 @@ class ListOpsDataModule(SequenceDataModule):
         for split, rows in splits.items():
             write_tsv(folder / SPLIT_FILES[split], rows)
         (folder / "generator.json").write_text(json.dumps(options, indent=2))
-        log.info("Generated ListOps (%s) into %s: %s", options,
-                 folder, {split: len(rows) for split, rows in splits.items()})
+        log.info(
+            "Generated ListOps (%s) into %s: %s",
+            options,
+            folder,
+            {split: len(rows) for split, rows in splits.items()},
+        )
 
     def read_split(self, folder: Path, split: str) -> Iterator[dict[str, Any]]:
         for ids, label in read_tsv(folder / SPLIT_FILES[split]):

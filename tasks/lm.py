@@ -57,15 +57,24 @@ class TextFileDataModule(SequenceDataModule):
 
     task = "text_file"
 
-    def __init__(self, files: Sequence[str] = ("README.md",), base_dir: str | None = None, seq_len: int = 256,
-                 val_fraction: float = 0.05, test_fraction: float = 0.05, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        files: Sequence[str] = ("README.md",),
+        base_dir: str | None = None,
+        seq_len: int = 256,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("max_length", seq_len)
         super().__init__(**kwargs)
         if seq_len < 2:
             raise ValueError(f"data.seq_len={seq_len} must be >= 2 (a block predicts its tokens 2..seq_len)")
         if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
-            raise ValueError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be "
-                             "> 0 and sum to less than 1")
+            raise ValueError(
+                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be "
+                "> 0 and sum to less than 1"
+            )
         if self.max_length < seq_len:
             raise ValueError(f"data.max_length={self.max_length} is shorter than data.seq_len={seq_len}")
         self.files = [files] if isinstance(files, str) else list(files)
@@ -83,10 +92,14 @@ class TextFileDataModule(SequenceDataModule):
             return [folder / "corpus.txt"]
         found: list[Path] = []
         for pattern in self.files:
-            matches = sorted(Path(p) for p in glob.glob(str(folder / pattern), recursive=True) if Path(p).is_file())
+            matches = sorted(
+                Path(p) for p in glob.glob(str(folder / pattern), recursive=True) if Path(p).is_file()
+            )
             if not matches:
-                raise FileNotFoundError(f"data.files: {pattern!r} matches no file under {folder} (data.base_dir); "
-                                        "give paths or glob patterns of text files")
+                raise FileNotFoundError(
+                    f"data.files: {pattern!r} matches no file under {folder} (data.base_dir); "
+                    "give paths or glob patterns of text files"
+                )
             found += [m for m in matches if m not in found]
         return found
 
@@ -101,10 +114,16 @@ class TextFileDataModule(SequenceDataModule):
     # ---- tokens --------------------------------------------------------------------------------------------------
 
     def token_options(self) -> dict[str, Any]:
-        return {"seq_len": self.seq_len, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
+        return {
+            "seq_len": self.seq_len,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+        }
 
     def cache_key(self, folder: Path) -> dict[str, Any]:
-        files = {str(f.resolve()): [f.stat().st_size, f.stat().st_mtime_ns] for f in self.source_files(folder)}
+        files = {
+            str(f.resolve()): [f.stat().st_size, f.stat().st_mtime_ns] for f in self.source_files(folder)
+        }
         return {"version": CACHE_VERSION, "task": self.task, "files": files, **self.token_options()}
 
     def features(self) -> datasets.Features:
@@ -118,8 +137,10 @@ class TextFileDataModule(SequenceDataModule):
         parts = {"train": ids[:val_start], "val": ids[val_start:test_start], "test": ids[test_start:]}
         for split, part in parts.items():
             if len(part) < 2:
-                raise ValueError(f"data.files give {len(ids)} bytes: the {split} split has {len(part)} (< 2) "
-                                 "tokens; add text or raise data.val_fraction / data.test_fraction")
+                raise ValueError(
+                    f"data.files give {len(ids)} bytes: the {split} split has {len(part)} (< 2) "
+                    "tokens; add text or raise data.val_fraction / data.test_fraction"
+                )
         return parts
 
     def read_split(self, folder: Path, split: str) -> Iterator[dict[str, Any]]:
@@ -131,7 +152,10 @@ class TextFileDataModule(SequenceDataModule):
     def collate(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         tokens, mask = pad_sequences([e["input"] for e in examples], self.pad_to_multiple_of)
         tokens = tokens.long()
-        batch = {"input": tokens, "label": tokens if mask is None else tokens.masked_fill(~mask, IGNORE_INDEX)}
+        batch = {
+            "input": tokens,
+            "label": tokens if mask is None else tokens.masked_fill(~mask, IGNORE_INDEX),
+        }
         if mask is not None:
             batch["mask"] = mask
         return batch
@@ -150,9 +174,19 @@ class LanguageModel(SequenceClassifier):
         temperature, top_k: sampling options of MegaForCausalLM.generate.
     """
 
-    def __init__(self, net: nn.Module, optimizer: Any, scheduler: Any = None, num_classes: int = VOCAB_SIZE,
-                 no_weight_decay: Sequence[str] = (), sample_prompts: Sequence[str] = (), sample_tokens: int = 200,
-                 temperature: float = 0.8, top_k: int | None = 20, sample_seed: int = 0) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Any,
+        scheduler: Any = None,
+        num_classes: int = VOCAB_SIZE,
+        no_weight_decay: Sequence[str] = (),
+        sample_prompts: Sequence[str] = (),
+        sample_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int | None = 20,
+        sample_seed: int = 0,
+    ) -> None:
         super().__init__(net, optimizer, scheduler, num_classes, no_weight_decay)
         self.perplexity = nn.ModuleDict({f"{s}_ppl": Perplexity(ignore_index=IGNORE_INDEX) for s in SPLITS})
         self.val_ppl_best = MinMetric()
@@ -168,11 +202,24 @@ class LanguageModel(SequenceClassifier):
         self.acc[f"{stage}_acc"](logits[predicted], targets[predicted])
         self.perplexity[f"{stage}_ppl"](logits.float(), targets)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", out.loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=tokens,
-                 sync_dist=not on_step)
+        self.log(
+            f"{stage}/loss",
+            out.loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=tokens,
+            sync_dist=not on_step,
+        )
         self.log(f"{stage}/acc", self.acc[f"{stage}_acc"], on_step=on_step, on_epoch=True, batch_size=tokens)
-        self.log(f"{stage}/ppl", self.perplexity[f"{stage}_ppl"], on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=tokens)
+        self.log(
+            f"{stage}/ppl",
+            self.perplexity[f"{stage}_ppl"],
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=tokens,
+        )
         return out.loss
 
     def on_validation_epoch_end(self) -> None:
@@ -189,11 +236,19 @@ class LanguageModel(SequenceClassifier):
         samples = []
         for prompt in self.sample_prompts:
             ids = torch.tensor([encode(prompt)], device=self.device)
-            out = self.net.generate(ids, self.sample_tokens, do_sample=True, temperature=self.temperature,
-                                    top_k=self.top_k, generator=generator)
+            out = self.net.generate(
+                ids,
+                self.sample_tokens,
+                do_sample=True,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                generator=generator,
+            )
             samples.append(decode(out[0].tolist()))
-        text = "\n\n".join(f"--- sample {i + 1} (prompt {p!r}) ---\n{s}"
-                           for i, (p, s) in enumerate(zip(self.sample_prompts, samples)))
+        text = "\n\n".join(
+            f"--- sample {i + 1} (prompt {p!r}) ---\n{s}"
+            for i, (p, s) in enumerate(zip(self.sample_prompts, samples))
+        )
         log.info("Samples after training (temperature %g, top_k %s):\n%s", self.temperature, self.top_k, text)
         out_dir = Path(self.trainer.default_root_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -78,14 +78,18 @@ def parameter_groups(net: nn.Module, weight_decay: float, no_decay: list[str]) -
     (bias, norm, embedding). With `no_decay=[]` every parameter decays, as in the official recipe."""
     unknown = set(no_decay) - set(NO_DECAY_CHOICES)
     if unknown:
-        raise ValueError(f"module.no_weight_decay has unknown kinds {sorted(unknown)}; choose from {NO_DECAY_CHOICES}")
+        raise ValueError(
+            f"module.no_weight_decay has unknown kinds {sorted(unknown)}; choose from {NO_DECAY_CHOICES}"
+        )
     exempt: set[int] = set()
     for module in net.modules():
         kind = type(module).__name__.lower()
         for name, param in module.named_parameters(recurse=False):
-            if ("bias" in no_decay and name.endswith("bias")) or \
-                    ("norm" in no_decay and "norm" in kind) or \
-                    ("embedding" in no_decay and "embedding" in kind):
+            if (
+                ("bias" in no_decay and name.endswith("bias"))
+                or ("norm" in no_decay and "norm" in kind)
+                or ("embedding" in no_decay and "embedding" in kind)
+            ):
                 exempt.add(id(param))
     params = [p for p in net.parameters() if p.requires_grad]
     decayed = [p for p in params if id(p) not in exempt]
@@ -107,8 +111,11 @@ def count_parameters(net: nn.Module) -> dict[str, int]:
 def rng_states() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as plain types and tensors (loadable with weights_only=True)."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
-    states = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position,
-                                                    has_gauss, cached), "torch": torch.get_rng_state()}
+    states = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -161,7 +168,9 @@ class SequenceClassifier(LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.no_weight_decay = list(no_weight_decay)
         self.loss = nn.CrossEntropyLoss()
-        self.acc = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
+        self.acc = nn.ModuleDict(
+            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
+        )
         self.val_acc_best = MaxMetric()
         self._batch_started = 0.0
         self._rng_to_restore: dict[str, Any] | None = None
@@ -177,8 +186,23 @@ class SequenceClassifier(LightningModule):
         self.acc[f"{stage}_acc"](logits, batch["label"])
         size = batch["label"].shape[0]
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=not on_step)
-        self.log(f"{stage}/acc", self.acc[f"{stage}_acc"], on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=size,
+            sync_dist=not on_step,
+        )
+        self.log(
+            f"{stage}/acc",
+            self.acc[f"{stage}_acc"],
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=size,
+        )
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -226,13 +250,22 @@ class SequenceClassifier(LightningModule):
         groups = parameter_groups(self.net, weight_decay, self.no_weight_decay)
         optimizer = self.optimizer_factory(params=groups)
         for group in optimizer.param_groups:
-            log.info("param group %-8s tensors=%d params=%d lr=%g weight_decay=%g", group["name"],
-                     len(group["params"]), sum(p.numel() for p in group["params"]), group["lr"], group["weight_decay"])
+            log.info(
+                "param group %-8s tensors=%d params=%d lr=%g weight_decay=%g",
+                group["name"],
+                len(group["params"]),
+                sum(p.numel() for p in group["params"]),
+                group["lr"],
+                group["weight_decay"],
+            )
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
 
     # ---- checkpoints ------------------------------------------------------------------------------------------------
 
@@ -246,16 +279,25 @@ class SequenceClassifier(LightningModule):
         saved, current = checkpoint.get("net_options"), net_options(self.net)
         if saved is not None and current is not None:
             # dropout rates may change (e.g. evaluating or fine-tuning); every other option shapes the function
-            differ = sorted(k for k in saved.keys() | current.keys()
-                            if saved.get(k) != current.get(k) and "dropout" not in k)
+            differ = sorted(
+                k
+                for k in saved.keys() | current.keys()
+                if saved.get(k) != current.get(k) and "dropout" not in k
+            )
             if differ:
-                details = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in differ)
-                raise ValueError(f"the checkpoint was trained with another model config ({details}); "
-                                 "use the same model options to resume or evaluate it")
+                details = ", ".join(
+                    f"model.{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in differ
+                )
+                raise ValueError(
+                    f"the checkpoint was trained with another model config ({details}); "
+                    "use the same model options to resume or evaluate it"
+                )
         mine = self.state_dict()
         for name, tensor in checkpoint["state_dict"].items():
             if name in mine and mine[name].shape != tensor.shape:
-                raise ValueError(f"the checkpoint's {name} has shape {tuple(tensor.shape)} but this model has "
-                                 f"{tuple(mine[name].shape)}: it was trained with another model config")
+                raise ValueError(
+                    f"the checkpoint's {name} has shape {tuple(tensor.shape)} but this model has "
+                    f"{tuple(mine[name].shape)}: it was trained with another model config"
+                )
         # restored at the first training batch, after anything in between (sanity check, loaders) drew numbers
         self._rng_to_restore = checkpoint.get("rng_states")

@@ -67,7 +67,9 @@ def read_metadata(folder: str | Path) -> list[Sample]:
         raise FileNotFoundError(f"no metadata/*.npy files in {folder}; {HOW_TO_GET}")
     bad = [f.name for f in files if not f.stem.isdigit()]
     if bad:
-        raise ValueError(f"{folder / 'metadata'}: metadata files must be named <batch number>.npy, found {bad}")
+        raise ValueError(
+            f"{folder / 'metadata'}: metadata files must be named <batch number>.npy, found {bad}"
+        )
     samples = []
     for file in sorted(files, key=lambda f: int(f.stem)):
         for number, line in enumerate(file.read_text().splitlines(), start=1):
@@ -97,7 +99,9 @@ def drop_empty(samples: list[Sample]) -> tuple[list[Sample], list[Path]]:
                 f"{sample.path} is listed in the metadata but missing; re-extract the data ({HOW_TO_GET})"
             ) from None
         if size == 0:
-            log.warning("skipping empty image %s (LRA drops zero-byte images, S4/MEGA blacklist it)", sample.path)
+            log.warning(
+                "skipping empty image %s (LRA drops zero-byte images, S4/MEGA blacklist it)", sample.path
+            )
             skipped.append(sample.path)
         else:
             kept.append(sample)
@@ -111,9 +115,13 @@ def decode_png(path: str | Path, resolution: int) -> np.ndarray:
             image.load()
             grey = np.asarray(image.convert("L"))
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"{path}: not a readable PNG ({err}); the file is corrupt or truncated, re-extract it") from err
+        raise ValueError(
+            f"{path}: not a readable PNG ({err}); the file is corrupt or truncated, re-extract it"
+        ) from err
     if grey.shape != (resolution, resolution):
-        raise ValueError(f"{path}: expected a {resolution}×{resolution} image, found {grey.shape[1]}×{grey.shape[0]}")
+        raise ValueError(
+            f"{path}: expected a {resolution}×{resolution} image, found {grey.shape[1]}×{grey.shape[0]}"
+        )
     return grey
 
 
@@ -127,27 +135,34 @@ def _decode_chunk(args: tuple[list[str], int]) -> np.ndarray:
 
 def decode_images(samples: list[Sample], resolution: int, target: str | Path, workers: int = 1) -> np.ndarray:
     """Decode the samples' PNGs into a new uint8 `.npy` memmap [N, R·R] at `target` (never all in memory)."""
-    images = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8,
-                                       shape=(len(samples), resolution * resolution))
-    chunks = [([str(s.path) for s in samples[i:i + DECODE_CHUNK]], resolution)
-              for i in range(0, len(samples), DECODE_CHUNK)]
+    images = np.lib.format.open_memmap(
+        target, mode="w+", dtype=np.uint8, shape=(len(samples), resolution * resolution)
+    )
+    chunks = [
+        ([str(s.path) for s in samples[i : i + DECODE_CHUNK]], resolution)
+        for i in range(0, len(samples), DECODE_CHUNK)
+    ]
     workers = max(1, min(workers, len(chunks)))
     row = 0
     with ProcessPoolExecutor(workers) if workers > 1 else generator.InlineExecutor() as pool:
         for block in pool.map(_decode_chunk, chunks):
-            images[row:row + len(block)] = block.reshape(len(block), -1)
+            images[row : row + len(block)] = block.reshape(len(block), -1)
             row += len(block)
     images.flush()
     return images
 
 
-def split_indices(count: int, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                  seed: int = 42) -> dict[str, np.ndarray]:
+def split_indices(
+    count: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42
+) -> dict[str, np.ndarray]:
     """S4/MEGA's split: torch `random_split` with a seeded generator; val and test get int(fraction·N) each."""
     val, test = int(val_fraction * count), int(test_fraction * count)
-    parts = torch.utils.data.random_split(range(count), [count - val - test, val, test],
-                                          generator=torch.Generator().manual_seed(seed))
-    return {name: np.asarray(part.indices, dtype=np.int64) for name, part in zip(("train", "val", "test"), parts)}
+    parts = torch.utils.data.random_split(
+        range(count), [count - val - test, val, test], generator=torch.Generator().manual_seed(seed)
+    )
+    return {
+        name: np.asarray(part.indices, dtype=np.int64) for name, part in zip(("train", "val", "test"), parts)
+    }
 
 
 class PathfinderDataModule(ArrayDataModule):
@@ -184,16 +199,24 @@ class PathfinderDataModule(ArrayDataModule):
         if pool < 1 or resolution % pool:
             raise ValueError(f"data.pool={pool}: must be a divisor of data.resolution={resolution}")
         length = (resolution // pool) ** 2
-        super().__init__(**{"input_kind": "real", "vocab_size": 257, "num_classes": 2, "max_length": length, **kwargs})
+        super().__init__(
+            **{"input_kind": "real", "vocab_size": 257, "num_classes": 2, "max_length": length, **kwargs}
+        )
         if self.max_length != length:
-            raise ValueError(f"data.max_length={self.max_length} but data.resolution={resolution} and data.pool={pool} "
-                             f"give sequences of {length}: set data.max_length={length} (data=pathx sets it for 128)")
+            raise ValueError(
+                f"data.max_length={self.max_length} but data.resolution={resolution} and data.pool={pool} "
+                f"give sequences of {length}: set data.max_length={length} (data=pathx sets it for 128)"
+            )
         if self.input_kind == "tokens" and self.vocab_size != 257:
-            raise ValueError(f"data.vocab_size={self.vocab_size}: pixel tokens are 1..256 (0 = padding), set 257")
+            raise ValueError(
+                f"data.vocab_size={self.vocab_size}: pixel tokens are 1..256 (0 = padding), set 257"
+            )
         self.resolution, self.pool = resolution, pool
         self.difficulty = generator.difficulty_name(difficulty)
-        self.release_folders = (f"pathfinder{resolution}/{self.difficulty}",
-                                f"pathfinder/pathfinder{resolution}/{self.difficulty}")  # as released, as in S4
+        self.release_folders = (
+            f"pathfinder{resolution}/{self.difficulty}",
+            f"pathfinder/pathfinder{resolution}/{self.difficulty}",
+        )  # as released, as in S4
         self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.synthetic_size, self.synthetic_seed = synthetic_size, synthetic_seed
@@ -205,14 +228,18 @@ class PathfinderDataModule(ArrayDataModule):
     # ---- raw files ----------------------------------------------------------------------------------------------
 
     def candidate_folders(self) -> list[Path]:
-        if self.data_dir is not None and not (self.data_dir / "metadata").is_dir():  # a folder holding pathfinder<R>/
+        if (
+            self.data_dir is not None and not (self.data_dir / "metadata").is_dir()
+        ):  # a folder holding pathfinder<R>/
             return [self.data_dir / name for name in self.release_folders]
         return super().candidate_folders()
 
     def check_folder(self, folder: Path) -> None:
         if not self.source_files(folder):
-            raise FileNotFoundError(f"{folder} has no metadata/*.npy files; point data.data_dir at the "
-                                    f"pathfinder{self.resolution}/{self.difficulty} folder of the release. {HOW_TO_GET}")
+            raise FileNotFoundError(
+                f"{folder} has no metadata/*.npy files; point data.data_dir at the "
+                f"pathfinder{self.resolution}/{self.difficulty} folder of the release. {HOW_TO_GET}"
+            )
 
     def source_files(self, folder: Path) -> list[Path]:
         return sorted((folder / "metadata").glob("*.npy"))
@@ -222,22 +249,35 @@ class PathfinderDataModule(ArrayDataModule):
         fields = {f.name for f in dataclasses.fields(generator.PathfinderStyle)}
         unknown = sorted(set(self.synthetic_style) - fields)
         if unknown:
-            raise ValueError(f"data.synthetic_style: unknown option(s) {unknown}; choose from {sorted(fields)}")
+            raise ValueError(
+                f"data.synthetic_style: unknown option(s) {unknown}; choose from {sorted(fields)}"
+            )
         return generator.style_for(self.resolution, self.difficulty, **self.synthetic_style)
 
     def synthetic_options(self) -> dict[str, Any]:
-        return {"style": dataclasses.asdict(self.style()), "size": self.synthetic_size, "seed": self.synthetic_seed}
+        return {
+            "style": dataclasses.asdict(self.style()),
+            "size": self.synthetic_size,
+            "seed": self.synthetic_seed,
+        }
 
     def generate(self, folder: Path, synthetic: bool) -> None:
-        log.warning("STAND-IN DATA (data.synthetic=true): %d images of our Pathfinder generator, NOT the LRA "
-                    "benchmark", self.synthetic_size)
-        generator.write_dataset(folder, self.style(), self.synthetic_size, seed=self.synthetic_seed,
-                                workers=self.decode_workers)
+        log.warning(
+            "STAND-IN DATA (data.synthetic=true): %d images of our Pathfinder generator, NOT the LRA "
+            "benchmark",
+            self.synthetic_size,
+        )
+        generator.write_dataset(
+            folder, self.style(), self.synthetic_size, seed=self.synthetic_seed, workers=self.decode_workers
+        )
 
     # ---- array cache --------------------------------------------------------------------------------------------
 
     def token_options(self) -> dict[str, Any]:
-        return {"resolution": self.resolution, "split": [self.val_fraction, self.test_fraction, self.split_seed]}
+        return {
+            "resolution": self.resolution,
+            "split": [self.val_fraction, self.test_fraction, self.split_seed],
+        }
 
     def read_arrays(self, folder: Path) -> dict[str, np.ndarray]:
         """Pixels uint8 [N, R·R] decoded into a scratch memmap (Path-X is 3.3 GB), labels, the seeded split."""
@@ -247,15 +287,22 @@ class PathfinderDataModule(ArrayDataModule):
         if skipped:
             log.warning("Pathfinder: skipped %d empty image(s) in %s", len(skipped), folder)
         self.skipped = [str(p) for p in skipped]
-        log.info("decoding %d Pathfinder%d images from %s (%d workers)",
-                 len(samples), self.resolution, folder, self.decode_workers)
+        log.info(
+            "decoding %d Pathfinder%d images from %s (%d workers)",
+            len(samples),
+            self.resolution,
+            folder,
+            self.decode_workers,
+        )
         self.cache_root.mkdir(parents=True, exist_ok=True)
         self._scratch = self.cache_root / f".pathfinder-decode-{os.getpid()}.npy"
         splits = split_indices(len(samples), self.val_fraction, self.test_fraction, self.split_seed)
-        return {"input": decode_images(samples, self.resolution, self._scratch, self.decode_workers),
-                "label": np.array([s.label for s in samples], dtype=np.int64),
-                "skipped_empty": np.array(self.skipped, dtype=str),  # kept in the cache, in `extras` after setup
-                **{f"split_{name}": rows for name, rows in splits.items()}}
+        return {
+            "input": decode_images(samples, self.resolution, self._scratch, self.decode_workers),
+            "label": np.array([s.label for s in samples], dtype=np.int64),
+            "skipped_empty": np.array(self.skipped, dtype=str),  # kept in the cache, in `extras` after setup
+            **{f"split_{name}": rows for name, rows in splits.items()},
+        }
 
     def prepare_data(self) -> None:
         try:
@@ -287,26 +334,42 @@ def _generate_command(args: argparse.Namespace) -> None:
         overrides["distractor_dashes"] = args.distractor_dashes
     style = generator.style_for(args.resolution, args.difficulty, **overrides)
     folder = Path(args.out) / f"pathfinder{args.resolution}" / generator.difficulty_name(args.difficulty)
-    generator.write_dataset(folder, style, args.num_images, seed=args.seed, images_per_batch=args.images_per_batch,
-                            workers=args.workers)
+    generator.write_dataset(
+        folder,
+        style,
+        args.num_images,
+        seed=args.seed,
+        images_per_batch=args.images_per_batch,
+        workers=args.workers,
+    )
     print(f"wrote {args.num_images} images to {folder}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tasks.pathfinder", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    gen = commands.add_parser("generate", help="write generated images in the released layout",
-                              description="Write <out>/pathfinder<R>/<difficulty>/{imgs,metadata} with our "
-                              "generator (LRA's settings per resolution). Not the benchmark's images.")
+    gen = commands.add_parser(
+        "generate",
+        help="write generated images in the released layout",
+        description="Write <out>/pathfinder<R>/<difficulty>/{imgs,metadata} with our "
+        "generator (LRA's settings per resolution). Not the benchmark's images.",
+    )
     gen.add_argument("--out", required=True, help="root folder; pathfinder<R>/ is created inside it")
     gen.add_argument("--resolution", type=int, default=32, choices=sorted(generator.PRESETS))
-    gen.add_argument("--difficulty", default="hard",
-                     help="hard|intermediate|easy or the released folder name (sets the contour length)")
+    gen.add_argument(
+        "--difficulty",
+        default="hard",
+        help="hard|intermediate|easy or the released folder name (sets the contour length)",
+    )
     gen.add_argument("--num-images", type=int, default=1000)
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (output does not depend on it)")
+    gen.add_argument(
+        "--workers", type=int, default=os.cpu_count(), help="processes (output does not depend on it)"
+    )
     gen.add_argument("--images-per-batch", type=int, default=1000, help="images per imgs/<batch>/ folder")
-    gen.add_argument("--contour-length", type=int, help="dashes per target path (default: from the difficulty)")
+    gen.add_argument(
+        "--contour-length", type=int, help="dashes per target path (default: from the difficulty)"
+    )
     gen.add_argument("--distractor-dashes", type=int, help="total distractor dashes (default: LRA's setting)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

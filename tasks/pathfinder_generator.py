@@ -28,8 +28,14 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
-DIFFICULTY_ALIASES = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "hard": "curv_contour_length_14"}
-IMAGES_PER_TASK = 50  # images per unit of parallel work; each unit has its own seed, so output ignores `workers`
+DIFFICULTY_ALIASES = {
+    "easy": "curv_baseline",
+    "intermediate": "curv_contour_length_9",
+    "hard": "curv_contour_length_14",
+}
+IMAGES_PER_TASK = (
+    50  # images per unit of parallel work; each unit has its own seed, so output ignores `workers`
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,9 @@ class PathfinderStyle:
 
     resolution: int
     dash_length: float  # paddle_length
-    margins: tuple[float, ...]  # paddle_margin_list: free space kept around dashes of other paths, one per image
+    margins: tuple[
+        float, ...
+    ]  # paddle_margin_list: free space kept around dashes of other paths, one per image
     thickness: float  # paddle_thickness
     continuity: float  # turn sharpness: turns beyond (π/2)/continuity get zero weight
     marker_radius: float
@@ -50,7 +58,9 @@ class PathfinderStyle:
     contour_length: int = 14  # dashes per target path
     antialias: int = 2
     padding: int = 1  # border strip kept free
-    dash_gap: float | None = None  # gap between consecutive dashes of a straight path; None = 2·margin (original)
+    dash_gap: float | None = (
+        None  # gap between consecutive dashes of a straight path; None = 2·margin (original)
+    )
     max_retries: int = 2  # resamples of a colliding dash before the path fails
 
     @property
@@ -64,22 +74,67 @@ class PathfinderStyle:
     def metadata_fields(self, margin: float) -> list[str]:
         """Fields 5-11 of a released metadata line, after `subpath filename nimg label`."""
         return [
-            f"{self.continuity}", f"{self.contour_length}", f"{self.distractor_length}", f"{self.dash_length:g}",
-            f"{self.thickness}", f"{margin:g}", "1",
+            f"{self.continuity}",
+            f"{self.contour_length}",
+            f"{self.distractor_length}",
+            f"{self.dash_length:g}",
+            f"{self.thickness}",
+            f"{margin:g}",
+            "1",
         ]
 
 
 # LRA's settings per resolution (`lra_benchmarks/data/pathfinder.py`, shared `lra-data.md` §7.3)
 PRESETS: dict[int, PathfinderStyle] = {
-    32: PathfinderStyle(32, dash_length=2, margins=(1,), thickness=0.5, continuity=1.0, marker_radius=1.5,
-                        seed_distance=7, distractor_dashes=20, target_contrast=1.5, distractor_contrast=2.0),
-    64: PathfinderStyle(64, dash_length=5, margins=(1,), thickness=1.0, continuity=1.8, marker_radius=2.5,
-                        seed_distance=12, distractor_dashes=22, target_contrast=0.8, distractor_contrast=0.8),
-    128: PathfinderStyle(128, dash_length=5, margins=(2, 3), thickness=1.5, continuity=1.8, marker_radius=3,
-                         seed_distance=20, distractor_dashes=35, target_contrast=0.9, distractor_contrast=0.9),
-    256: PathfinderStyle(256, dash_length=5, margins=(3,), thickness=2.0, continuity=1.8, marker_radius=5,
-                         seed_distance=27, distractor_dashes=30, target_contrast=1.0, distractor_contrast=1.0,
-                         padding=22),
+    32: PathfinderStyle(
+        32,
+        dash_length=2,
+        margins=(1,),
+        thickness=0.5,
+        continuity=1.0,
+        marker_radius=1.5,
+        seed_distance=7,
+        distractor_dashes=20,
+        target_contrast=1.5,
+        distractor_contrast=2.0,
+    ),
+    64: PathfinderStyle(
+        64,
+        dash_length=5,
+        margins=(1,),
+        thickness=1.0,
+        continuity=1.8,
+        marker_radius=2.5,
+        seed_distance=12,
+        distractor_dashes=22,
+        target_contrast=0.8,
+        distractor_contrast=0.8,
+    ),
+    128: PathfinderStyle(
+        128,
+        dash_length=5,
+        margins=(2, 3),
+        thickness=1.5,
+        continuity=1.8,
+        marker_radius=3,
+        seed_distance=20,
+        distractor_dashes=35,
+        target_contrast=0.9,
+        distractor_contrast=0.9,
+    ),
+    256: PathfinderStyle(
+        256,
+        dash_length=5,
+        margins=(3,),
+        thickness=2.0,
+        continuity=1.8,
+        marker_radius=5,
+        seed_distance=27,
+        distractor_dashes=30,
+        target_contrast=1.0,
+        distractor_contrast=1.0,
+        padding=22,
+    ),
 }
 
 
@@ -114,8 +169,14 @@ def _near_segment(size: int, scale: int, start: np.ndarray, end: np.ndarray, rad
     Returns (row slice, column slice, bool mask of that window) so callers touch only a small window.
     """
     (y0, x0), (y1, x1) = start.tolist(), end.tolist()
-    rows = slice(max(math.floor((min(y0, y1) - radius) * scale), 0), min(math.ceil((max(y0, y1) + radius) * scale), size))
-    cols = slice(max(math.floor((min(x0, x1) - radius) * scale), 0), min(math.ceil((max(x0, x1) + radius) * scale), size))
+    rows = slice(
+        max(math.floor((min(y0, y1) - radius) * scale), 0),
+        min(math.ceil((max(y0, y1) + radius) * scale), size),
+    )
+    cols = slice(
+        max(math.floor((min(x0, x1) - radius) * scale), 0),
+        min(math.ceil((max(x0, x1) + radius) * scale), size),
+    )
     ys = ((np.arange(rows.start, rows.stop) + 0.5) / scale - y0)[:, None]  # offsets from start
     xs = ((np.arange(cols.start, cols.stop) + 0.5) / scale - x0)[None, :]
     dy, dx = y1 - y0, x1 - x0
@@ -136,7 +197,7 @@ class _Scene:
         self.gap = 2 * margin if style.dash_gap is None else style.dash_gap
         r, p = style.resolution, style.padding
         self.occupied = np.ones((r, r), dtype=bool)
-        self.occupied[p:r - p, p:r - p] = False
+        self.occupied[p : r - p, p : r - p] = False
         self.low, self.high = float(p), float(r - p)
         # candidate directions: one per pixel of arc on the circle of radius dash_length + margin (as the original)
         count = max(int(math.ceil(2 * math.pi * (style.dash_length + margin))), 8)
@@ -157,7 +218,9 @@ class _Scene:
         rows, cols, footprint = _near_segment(s.resolution, 1, start, end, s.thickness / 2 + self.margin)
         self.occupied[rows, cols] |= footprint
 
-    def grow(self, tail: np.ndarray, angle: float, n_dashes: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    def grow(
+        self, tail: np.ndarray, angle: float, n_dashes: int
+    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """A path of `n_dashes` dashes from `tail`, first heading `angle`; None (grid untouched) if it fails."""
         s = self.style
         head = tail + s.dash_length * _unit(angle)
@@ -236,7 +299,9 @@ def _distractors(scene: _Scene, tries: int = 4) -> list[list]:
     return paths
 
 
-def render(style: PathfinderStyle, targets: list[list], distractors: list[list], markers: list[np.ndarray]) -> np.ndarray:
+def render(
+    style: PathfinderStyle, targets: list[list], distractors: list[list], markers: list[np.ndarray]
+) -> np.ndarray:
     """Draw dashes and marker discs (max-combined) at antialias× size, average-pool, scale the maximum to 255."""
     aa, size = style.antialias, style.resolution * style.antialias
     canvas = np.zeros((size, size), dtype=np.float32)
@@ -253,8 +318,9 @@ def render(style: PathfinderStyle, targets: list[list], distractors: list[list],
     return np.rint(255 * image / image.max()).astype(np.uint8)
 
 
-def generate_image(style: PathfinderStyle, rng: np.random.Generator, label: int | None = None,
-                   max_restarts: int = 10_000) -> tuple[np.ndarray, int, float]:
+def generate_image(
+    style: PathfinderStyle, rng: np.random.Generator, label: int | None = None, max_restarts: int = 10_000
+) -> tuple[np.ndarray, int, float]:
     """One (uint8 image [R, R], label, margin); label 1 = the two discs lie on the same path."""
     label = int(rng.integers(2)) if label is None else label
     margin = float(rng.choice(style.margins))
@@ -264,8 +330,10 @@ def generate_image(style: PathfinderStyle, rng: np.random.Generator, label: int 
         if pair is not None:
             break
     else:
-        raise RuntimeError(f"could not place two target paths in {max_restarts} tries with {style}; "
-                           "lower contour_length or seed_distance")
+        raise RuntimeError(
+            f"could not place two target paths in {max_restarts} tries with {style}; "
+            "lower contour_length or seed_distance"
+        )
     distractors = _distractors(scene)
     marked = pair if rng.integers(2) == 0 else pair[::-1]  # which target path carries the start disc
     start = marked[0][0][0]
@@ -287,8 +355,14 @@ def _tasks(num_images: int) -> Iterator[tuple[int, int]]:
         yield task, min(IMAGES_PER_TASK, num_images - first)
 
 
-def write_dataset(folder: str | Path, style: PathfinderStyle, num_images: int, seed: int = 0,
-                  images_per_batch: int = 1000, workers: int | None = None) -> Path:
+def write_dataset(
+    folder: str | Path,
+    style: PathfinderStyle,
+    num_images: int,
+    seed: int = 0,
+    images_per_batch: int = 1000,
+    workers: int | None = None,
+) -> Path:
     """Write `folder/imgs/<batch>/sample_<i>.png` and `folder/metadata/<batch>.npy` as released (the folder is
     `pathfinder<R>/<difficulty>` in the release); returns the folder.
 
@@ -307,7 +381,13 @@ def write_dataset(folder: str | Path, style: PathfinderStyle, num_images: int, s
                 (folder / subpath).mkdir(parents=True, exist_ok=True)
                 name = f"sample_{index % images_per_batch}.png"
                 Image.fromarray(image, mode="L").save(folder / subpath / name, compress_level=1)
-                fields = [subpath, name, str(index % images_per_batch), str(label), *style.metadata_fields(margin)]
+                fields = [
+                    subpath,
+                    name,
+                    str(index % images_per_batch),
+                    str(label),
+                    *style.metadata_fields(margin),
+                ]
                 lines.setdefault(batch, []).append(" ".join(fields))
                 index += 1
     (folder / "metadata").mkdir(parents=True, exist_ok=True)

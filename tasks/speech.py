@@ -71,7 +71,9 @@ def read_sc10(root: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
             samples = read_wav(path)
             if len(samples) != CLIP_SAMPLES:
                 if len(samples) > CLIP_SAMPLES:
-                    raise ValueError(f"{path}: {len(samples)} samples, longer than a 1 s Speech Commands clip")
+                    raise ValueError(
+                        f"{path}: {len(samples)} samples, longer than a 1 s Speech Commands clip"
+                    )
                 short += 1
                 continue
             clips.append(samples)
@@ -82,7 +84,10 @@ def read_sc10(root: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         raise ValueError(f"{root}: no clip of exactly {CLIP_SAMPLES} samples in {', '.join(SC10_WORDS)}")
     log.info(
         "SC10: kept %d clips of %d samples, dropped %d shorter ones (%s)",
-        len(clips), CLIP_SAMPLES, sum(dropped.values()), ", ".join(f"{w} {n}" for w, n in dropped.items()),
+        len(clips),
+        CLIP_SAMPLES,
+        sum(dropped.values()),
+        ", ".join(f"{w} {n}" for w, n in dropped.items()),
     )
     return np.stack(clips), np.asarray(labels, dtype=np.int64), names
 
@@ -150,7 +155,9 @@ def split_official(root: str | Path, names: list[str]) -> dict[str, np.ndarray]:
     for split, list_name in LIST_FILES.items():
         path = root / list_name
         if not path.is_file():
-            raise FileNotFoundError(f"{path} missing: data.split=official needs the list files of the release")
+            raise FileNotFoundError(
+                f"{path} missing: data.split=official needs the list files of the release"
+            )
         for line in path.read_text().splitlines():
             if line.strip():
                 where[line.strip()] = split
@@ -173,7 +180,9 @@ def official_set(name: str, val_percent: float = 10.0, test_percent: float = 10.
 # --------------------------------------------------------------------------- normalisation
 
 
-def training_statistics(clips: np.ndarray, per_step: bool, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def training_statistics(
+    clips: np.ndarray, per_step: bool, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of int16/32768 training clips: per time step ([16000] each, S4/MEGA) or global ([1] each)."""
     total = np.zeros(clips.shape[1], dtype=np.float64)
     total_sq = np.zeros(clips.shape[1], dtype=np.float64)
@@ -245,7 +254,9 @@ def write_standin(root: str | Path, clips_per_word: int = 60, seed: int = 0) -> 
             if split in lists:
                 lists[split].append(name)
     (root / "_background_noise_").mkdir(exist_ok=True)
-    _write_wav(root / "_background_noise_" / "white_noise.wav", rng.normal(0, 3000, SAMPLE_RATE).astype(np.int16))
+    _write_wav(
+        root / "_background_noise_" / "white_noise.wav", rng.normal(0, 3000, SAMPLE_RATE).astype(np.int16)
+    )
     for split, list_name in LIST_FILES.items():
         (root / list_name).write_text("".join(f"{name}\n" for name in lists[split]))
 
@@ -297,7 +308,9 @@ class SpeechDataModule(ArrayDataModule):
         return {"clips_per_word": self.synthetic_clips_per_word, "seed": self.seed}
 
     def generate(self, folder: Path, synthetic: bool) -> None:
-        log.warning("STAND-IN DATA (data.synthetic=true): synthetic tone bursts in the v0.02 layout, NOT Speech Commands")
+        log.warning(
+            "STAND-IN DATA (data.synthetic=true): synthetic tone bursts in the v0.02 layout, NOT Speech Commands"
+        )
         write_standin(folder, self.synthetic_clips_per_word, seed=self.seed)
 
     def check_folder(self, folder: Path) -> None:

@@ -22,15 +22,23 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 # a tiny MEGA (model.<key>=<value>): every experiment's model shrunk so a few CPU steps take seconds
-TINY_MODEL = {"hidden_size": 16, "num_hidden_layers": 1, "intermediate_size": 16, "shared_representation_size": 8,
-              "nffn_hidden_size": 16, "ema_projection_size": 2}
+TINY_MODEL = {
+    "hidden_size": 16,
+    "num_hidden_layers": 1,
+    "intermediate_size": 16,
+    "shared_representation_size": 8,
+    "nffn_hidden_size": 16,
+    "ema_projection_size": 2,
+}
 
 
 def compose_config(overrides: list[str], run_dir: Path, data_dir: Path) -> DictConfig:
     """The composed config with Hydra's runtime set (so `${hydra:...}` resolves), writing under temp folders."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("config", overrides=[f"paths.data_dir={data_dir}", *overrides], return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=[f"paths.data_dir={data_dir}", *overrides], return_hydra_config=True
+        )
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         cfg.hydra.job.num = 0

@@ -27,9 +27,15 @@ def test_experiment_composes_and_resolves(make_cfg, experiment: str) -> None:
     instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
 
 
-@pytest.mark.parametrize("group,choices", [("trainer", ["cpu", "default", "gpu", "ddp"]),
-                                           ("logger", ["csv", "wandb", "many"]),
-                                           ("scheduler", ["linear_decay", "cosine"]), ("callbacks", ["none"])])
+@pytest.mark.parametrize(
+    "group,choices",
+    [
+        ("trainer", ["cpu", "default", "gpu", "ddp"]),
+        ("logger", ["csv", "wandb", "many"]),
+        ("scheduler", ["linear_decay", "cosine"]),
+        ("callbacks", ["none"]),
+    ],
+)
 def test_group_choices_compose(make_cfg, group: str, choices: list[str]) -> None:
     for choice in choices:
         cfg = make_cfg(f"{group}={choice}")

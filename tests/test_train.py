@@ -59,8 +59,16 @@ SMOKE_OVERRIDES = {e: ["data.pool=8", "data.max_length=256"] for e in ("lra_path
 )
 def test_every_experiment_runs_a_few_steps(make_cfg, experiment: str) -> None:
     small = ["data.batch_size=4", "data.eval_batch_size=4", *SMOKE_OVERRIDES.get(experiment, [])]
-    results = run(make_cfg(f"experiment={experiment}", "trainer.max_steps=2", "trainer.limit_train_batches=1",
-                           "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", *small))
+    results = run(
+        make_cfg(
+            f"experiment={experiment}",
+            "trainer.max_steps=2",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            *small,
+        )
+    )
     assert results["steps"] == 2 and results["experiment"] == experiment
     assert 0.0 <= results["test/acc"] <= 1.0
 
@@ -69,13 +77,25 @@ def test_results_json_and_wandb_offline(make_cfg) -> None:
     cfg = make_cfg("logger=wandb", "tags=[unit]")
     results = run(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    for key in ("val/acc_best", "test/acc", "test/loss", "params/total", "params/embedding", "steps",
-                "wall_seconds", "train/samples_per_second", "experiment", "overrides"):
+    for key in (
+        "val/acc_best",
+        "test/acc",
+        "test/loss",
+        "params/total",
+        "params/embedding",
+        "steps",
+        "wall_seconds",
+        "train/samples_per_second",
+        "experiment",
+        "overrides",
+    ):
         assert results[key] is not None, key
     assert results["steps"] == 4 and "logger=wandb" in results["overrides"]
     assert 0 < results["params/embedding"] < results["params/total"]
     assert Path(results["best_checkpoint"]).parent == run_dir / "checkpoints"
-    assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "csv" / "version_0" / "metrics.csv").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and (
+        run_dir / "csv" / "version_0" / "metrics.csv"
+    ).exists()
     # the offline W&B run is named by the run dir's id and finished after the job
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert [p.name.endswith(train.stable_id(str(run_dir))) for p in wandb_runs] == [True]
@@ -83,13 +103,21 @@ def test_results_json_and_wandb_offline(make_cfg) -> None:
 
 
 def test_resume_ends_with_the_same_weights(make_cfg) -> None:
-    common = ["trainer.max_steps=6", "trainer.limit_train_batches=null", "data.batch_size=64",
-              "callbacks.periodic_checkpoint.every_n_train_steps=3"]
+    common = [
+        "trainer.max_steps=6",
+        "trainer.limit_train_batches=null",
+        "data.batch_size=64",
+        "callbacks.periodic_checkpoint.every_n_train_steps=3",
+    ]
     straight = make_cfg(*common, run="straight")
     run(straight)
 
-    crashed = make_cfg(*common, "+callbacks.crash._target_=tests.test_train.CrashAtStep",
-                       "+callbacks.crash.step=3", run="resumed")
+    crashed = make_cfg(
+        *common,
+        "+callbacks.crash._target_=tests.test_train.CrashAtStep",
+        "+callbacks.crash.step=3",
+        run="resumed",
+    )
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(crashed)
     resumed_dir = Path(crashed.paths.output_dir)
@@ -110,7 +138,9 @@ def test_checkpoint_of_another_model_config_is_refused(make_cfg) -> None:
     other = make_cfg("trainer.max_steps=4", f"ckpt_path={first.paths.output_dir}", run="first")
     with open_dict(other):
         other.model.attention_activation = "laplace"  # same parameter shapes: only the option check can tell
-    with pytest.raises(ValueError, match="model.attention_activation: checkpoint 'softmax' vs config 'laplace'"):
+    with pytest.raises(
+        ValueError, match="model.attention_activation: checkpoint 'softmax' vs config 'laplace'"
+    ):
         run(other)
 
 
@@ -121,7 +151,9 @@ def test_checkpoint_paths_and_run_ids(tmp_path: Path) -> None:
     assert train.checkpoint_file(str(tmp_path)) == last == train.checkpoint_file(str(last))
     assert train.run_dir_of(str(last)) == tmp_path == train.run_dir_of(str(tmp_path))
     assert train.resume_dir(None, "outputs/x") == "outputs/x"
-    assert train.stable_id(str(tmp_path)) == train.stable_id(str(tmp_path / "." )) != train.stable_id("elsewhere")
+    assert (
+        train.stable_id(str(tmp_path)) == train.stable_id(str(tmp_path / ".")) != train.stable_id("elsewhere")
+    )
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         train.checkpoint_file(str(tmp_path / "missing"))
 
@@ -158,14 +190,31 @@ def test_schedules() -> None:
 
 @pytest.mark.slow
 def test_multirun_makes_separate_runs(tmp_path: Path) -> None:
-    command = [sys.executable, "train.py", "-m", "experiment=lra_listops_demo", "model.chunk_size=16,32",
-               "trainer.max_steps=5", "data.synthetic=true", "logger=wandb", f"paths.data_dir={tmp_path / 'data'}",
-               f"paths.log_dir={tmp_path / 'outputs'}", *[f"model.{k}={v}" for k, v in TINY_MODEL.items()]]
-    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1], env={"WANDB_MODE": "offline",
-                   "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=600)
+    command = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "experiment=lra_listops_demo",
+        "model.chunk_size=16,32",
+        "trainer.max_steps=5",
+        "data.synthetic=true",
+        "logger=wandb",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'outputs'}",
+        *[f"model.{k}={v}" for k, v in TINY_MODEL.items()],
+    ]
+    subprocess.run(
+        command,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={"WANDB_MODE": "offline", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        timeout=600,
+    )
     results = sorted(tmp_path.glob("outputs/lra_listops_demo/multiruns/*/*/results.json"))
     assert len(results) == 2
     ids = {p.name.rsplit("-", 1)[1] for r in results for p in (r.parent / "wandb").glob("offline-run-*")}
     assert len(ids) == 2
-    assert {tuple(json.loads(r.read_text())["overrides"])[1] for r in results} == {"model.chunk_size=16",
-                                                                                  "model.chunk_size=32"}
+    assert {tuple(json.loads(r.read_text())["overrides"])[1] for r in results} == {
+        "model.chunk_size=16",
+        "model.chunk_size=32",
+    }

@@ -45,9 +45,18 @@ def test_recomputed_attention_gradients(function: str, causal_on: bool, p: float
 @pytest.mark.parametrize("chunk_size", [-1, 4])
 def test_storing_equals_recomputing_in_the_encoder(chunk_size: int):
     """attention_store_max_chunk changes what the backward keeps, not the step's outputs or gradients."""
-    options = dict(vocab_size=30, hidden_size=16, num_hidden_layers=2, shared_representation_size=8,
-                   intermediate_size=24, nffn_hidden_size=24, ema_projection_size=4, max_positions=32,
-                   chunk_size=chunk_size, relative_positional_bias="simple")
+    options = dict(
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=2,
+        shared_representation_size=8,
+        intermediate_size=24,
+        nffn_hidden_size=24,
+        ema_projection_size=4,
+        max_positions=32,
+        chunk_size=chunk_size,
+        relative_positional_bias="simple",
+    )
     torch.manual_seed(0)
     recompute = MegaEncoder(MegaConfig(**options)).train()
     store = MegaEncoder(MegaConfig(**options, attention_store_max_chunk=32)).train()

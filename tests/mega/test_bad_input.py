@@ -7,24 +7,39 @@ import torch
 
 from mega import MegaConfig, MegaEncoder, MegaForSequenceClassification
 
-SMALL = dict(vocab_size=30, hidden_size=16, num_hidden_layers=1, intermediate_size=24, ema_projection_size=4,
-             shared_representation_size=8, nffn_hidden_size=20, max_positions=16, pad_token_id=0)
+SMALL = dict(
+    vocab_size=30,
+    hidden_size=16,
+    num_hidden_layers=1,
+    intermediate_size=24,
+    ema_projection_size=4,
+    shared_representation_size=8,
+    nffn_hidden_size=20,
+    max_positions=16,
+    pad_token_id=0,
+)
 
 
-@pytest.mark.parametrize("options,words", [
-    (dict(normalization_type="groupnorm"), ["normalization_type", "scalenorm", "layernorm"]),
-    (dict(activation="tanh"), ["activation", "silu", "gelu_accurate"]),
-    (dict(attention_activation="sigmoid"), ["attention_activation", "softmax", "laplace", "relu2"]),
-    (dict(relative_positional_bias="alibi"), ["relative_positional_bias", "simple", "rotary"]),
-    (dict(relative_positional_bias="rotary", shared_representation_size=7), ["shared_representation_size", "even"]),
-    (dict(use_chunking=True, chunk_size=0), ["use_chunking", "chunk_size"]),
-    (dict(use_chunking=True, chunk_size=-1), ["chunk_size"]),
-    (dict(pooling="max"), ["pooling", "mean", "cls", "last"]),
-    (dict(input_kind="image"), ["input_kind", "tokens", "real"]),
-    (dict(pair_combine="sum"), ["pair_combine", "concat", "nli"]),
-    (dict(dropout_prob=1.5), ["dropout_prob"]),
-    (dict(truncation=0), ["truncation"]),
-])
+@pytest.mark.parametrize(
+    "options,words",
+    [
+        (dict(normalization_type="groupnorm"), ["normalization_type", "scalenorm", "layernorm"]),
+        (dict(activation="tanh"), ["activation", "silu", "gelu_accurate"]),
+        (dict(attention_activation="sigmoid"), ["attention_activation", "softmax", "laplace", "relu2"]),
+        (dict(relative_positional_bias="alibi"), ["relative_positional_bias", "simple", "rotary"]),
+        (
+            dict(relative_positional_bias="rotary", shared_representation_size=7),
+            ["shared_representation_size", "even"],
+        ),
+        (dict(use_chunking=True, chunk_size=0), ["use_chunking", "chunk_size"]),
+        (dict(use_chunking=True, chunk_size=-1), ["chunk_size"]),
+        (dict(pooling="max"), ["pooling", "mean", "cls", "last"]),
+        (dict(input_kind="image"), ["input_kind", "tokens", "real"]),
+        (dict(pair_combine="sum"), ["pair_combine", "concat", "nli"]),
+        (dict(dropout_prob=1.5), ["dropout_prob"]),
+        (dict(truncation=0), ["truncation"]),
+    ],
+)
 def test_invalid_options(options: dict, words: list[str]):
     with pytest.raises(ValueError) as error:
         MegaForSequenceClassification(**{**SMALL, **options})

@@ -54,8 +54,11 @@ def test_forward_with_cache_equals_forward_on_the_whole_sequence():
     mask = torch.ones(2, 12, dtype=torch.bool)
     mask[1, :3] = False  # left padding: zero inputs leave the state at zero
     cache = LayerCache()
-    stepped = torch.cat([ema(x[:, :5], mask[:, :5], cache=cache)] +
-                        [ema(x[:, t : t + 1], mask[:, t : t + 1], cache=cache) for t in range(5, 12)], dim=1)
+    stepped = torch.cat(
+        [ema(x[:, :5], mask[:, :5], cache=cache)]
+        + [ema(x[:, t : t + 1], mask[:, t : t + 1], cache=cache) for t in range(5, 12)],
+        dim=1,
+    )
     assert (stepped - ema(x, mask)).abs().max() <= 1e-5
 
 

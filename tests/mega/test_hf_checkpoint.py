@@ -17,9 +17,16 @@ from tests.mega.hf_lm_models import SMALL, decoder_options, hf_model  # noqa: E4
     "cls_name, options, our_cls",
     [
         ("MegaForCausalLM", decoder_options(relative_positional_bias="simple"), "MegaForCausalLM"),
-        ("MegaForCausalLM", decoder_options(tie_word_embeddings=False, add_cross_attention=True), "MegaForCausalLM"),
-        ("MegaForMaskedLM", dict(use_chunking=True, chunk_size=4, relative_positional_bias="simple"),
-         "MegaForMaskedLM"),
+        (
+            "MegaForCausalLM",
+            decoder_options(tie_word_embeddings=False, add_cross_attention=True),
+            "MegaForCausalLM",
+        ),
+        (
+            "MegaForMaskedLM",
+            dict(use_chunking=True, chunk_size=4, relative_positional_bias="simple"),
+            "MegaForMaskedLM",
+        ),
     ],
 )
 def test_checkpoint_folder_loads_and_matches(tmp_path, safe, cls_name, options, our_cls):

@@ -63,9 +63,13 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
 def hf_model(case: dict, seed: int, dims: dict) -> torch.nn.Module:
     chunk = case["chunking"]
     hf_config = transformers.MegaConfig(
-        vocab_size=37, max_positions=64, type_vocab_size=3, use_chunking=chunk is not None,
+        vocab_size=37,
+        max_positions=64,
+        type_vocab_size=3,
+        use_chunking=chunk is not None,
         chunk_size=chunk if chunk is not None else -1,
-        **dims, **{k: v for k, v in case.items() if k != "chunking"},
+        **dims,
+        **{k: v for k, v in case.items() if k != "chunking"},
     )
     torch.manual_seed(seed)
     model = transformers.MegaModel(hf_config, add_pooling_layer=False).eval()
@@ -95,8 +99,14 @@ def max_diff(hf: torch.nn.Module, ours: torch.nn.Module, ids, mask, types) -> fl
     return (got - expected).abs().max().item()
 
 
-SMALL = dict(hidden_size=16, num_hidden_layers=2, intermediate_size=24, ema_projection_size=4,
-             shared_representation_size=8, nffn_hidden_size=20)
+SMALL = dict(
+    hidden_size=16,
+    num_hidden_layers=2,
+    intermediate_size=24,
+    ema_projection_size=4,
+    shared_representation_size=8,
+    nffn_hidden_size=20,
+)
 
 
 def run_case(case: dict, seed: int, dims: dict) -> float:
@@ -140,8 +150,14 @@ def test_parity_grid(index: int):
 @pytest.mark.parametrize("index", range(64))
 def test_parity_grid_large(index: int):
     case = grid_cases(64, seed=7)[index]
-    dims = dict(hidden_size=64, num_hidden_layers=4, intermediate_size=96, ema_projection_size=16,
-                shared_representation_size=32, nffn_hidden_size=80)
+    dims = dict(
+        hidden_size=64,
+        num_hidden_layers=4,
+        intermediate_size=96,
+        ema_projection_size=16,
+        shared_representation_size=32,
+        nffn_hidden_size=80,
+    )
     assert run_case(case, seed=1000 + index, dims=dims) <= TOLERANCE
 
 

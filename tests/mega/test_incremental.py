@@ -7,8 +7,13 @@ import mega
 from mega.cache import DecoderCache
 from tests.mega.hf_lm_models import SMALL, incremental_logits
 
-SMALL = dict(SMALL, dropout_prob=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-             nffn_activation_dropout_prob=0.0)
+SMALL = dict(
+    SMALL,
+    dropout_prob=0.0,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    nffn_activation_dropout_prob=0.0,
+)
 
 
 def causal_lm(seed=0, **options):
@@ -24,10 +29,16 @@ VARIANTS = {
     "full-softmax-simple": dict(relative_positional_bias="simple"),
     "full-laplace-rotary": dict(relative_positional_bias="rotary", attention_activation="laplace"),
     "chunk4-softmax-simple": dict(relative_positional_bias="simple", use_chunking=True, chunk_size=4),
-    "chunk5-relu2-rotary": dict(relative_positional_bias="rotary", use_chunking=True, chunk_size=5,
-                                attention_activation="relu2"),
-    "chunk4-postnorm-layernorm": dict(use_chunking=True, chunk_size=4, normalize_before_mega=False,
-                                      normalize_before_ffn=False, normalization_type="layernorm"),
+    "chunk5-relu2-rotary": dict(
+        relative_positional_bias="rotary", use_chunking=True, chunk_size=5, attention_activation="relu2"
+    ),
+    "chunk4-postnorm-layernorm": dict(
+        use_chunking=True,
+        chunk_size=4,
+        normalize_before_mega=False,
+        normalize_before_ffn=False,
+        normalization_type="layernorm",
+    ),
 }
 # one token at a time, a prompt then tokens, and blocks that start and end inside chunks and cross boundaries
 BLOCKS = {"tokens": [1] * 13, "prompt": [6] + [1] * 7, "ragged": [3, 1, 5, 2, 2]}
@@ -100,10 +111,22 @@ def test_generate_greedy_matches_argmax_of_full_forward():
 def test_generate_sampling_respects_top_k_and_seed():
     model = causal_lm()
     prompt = torch.randint(3, 30, (4, 2))
-    first = model.generate(prompt, max_new_tokens=5, do_sample=True, temperature=0.7, top_k=3,
-                           generator=torch.Generator().manual_seed(1))
-    again = model.generate(prompt, max_new_tokens=5, do_sample=True, temperature=0.7, top_k=3,
-                           generator=torch.Generator().manual_seed(1))
+    first = model.generate(
+        prompt,
+        max_new_tokens=5,
+        do_sample=True,
+        temperature=0.7,
+        top_k=3,
+        generator=torch.Generator().manual_seed(1),
+    )
+    again = model.generate(
+        prompt,
+        max_new_tokens=5,
+        do_sample=True,
+        temperature=0.7,
+        top_k=3,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert torch.equal(first, again)
     logits = model(first[:, :-1]).logits[:, 1:]
     top3 = logits.topk(3, dim=-1).indices

@@ -15,8 +15,14 @@ CAUSAL_VARIANTS = [
     dict(relative_positional_bias="simple", attention_activation="laplace"),
     dict(relative_positional_bias="rotary", attention_activation="relu2"),
     dict(relative_positional_bias="simple", use_chunking=True, chunk_size=4),
-    dict(relative_positional_bias="rotary", use_chunking=True, chunk_size=4, normalize_before_mega=False,
-         normalize_before_ffn=False, normalization_type="layernorm"),
+    dict(
+        relative_positional_bias="rotary",
+        use_chunking=True,
+        chunk_size=4,
+        normalize_before_mega=False,
+        normalize_before_ffn=False,
+        normalization_type="layernorm",
+    ),
 ]
 
 
@@ -34,7 +40,9 @@ def test_causal_lm_logits_and_loss_match_hf(options):
     assert abs(got.loss.item() - expected.loss.item()) <= TOL
 
 
-@pytest.mark.parametrize("options", [dict(), dict(add_lm_hidden_dense_layer=False, relative_positional_bias="simple")])
+@pytest.mark.parametrize(
+    "options", [dict(), dict(add_lm_hidden_dense_layer=False, relative_positional_bias="simple")]
+)
 def test_masked_lm_logits_and_loss_match_hf(options):
     reference = hf_model("MegaForMaskedLM", **options)
     ours = from_transformers(reference)
@@ -76,17 +84,20 @@ def test_cross_attention_decoder_matches_hf(bias):
     memory = torch.randn(2, 7, SMALL["hidden_size"])
     memory_mask = torch.ones(2, 7, dtype=torch.long)
     memory_mask[1, 4:] = 0
-    expected = reference(ids, encoder_hidden_states=memory, encoder_attention_mask=memory_mask,
-                         output_attentions=True)
-    got = ours(ids, encoder_hidden_states=memory, encoder_attention_mask=memory_mask.bool(),
-               output_attentions=True)
+    expected = reference(
+        ids, encoder_hidden_states=memory, encoder_attention_mask=memory_mask, output_attentions=True
+    )
+    got = ours(
+        ids, encoder_hidden_states=memory, encoder_attention_mask=memory_mask.bool(), output_attentions=True
+    )
     assert (got.logits - expected.logits).abs().max() <= TOL
     for ours_a, theirs_a in zip(got.cross_attentions, expected.cross_attentions):
         assert (ours_a - theirs_a).abs().max() <= TOL
     # step by step through the cache agrees with HF's full forward (HF's own incremental path shifts the
     # cross-attention position by one after the first step, so its full forward is the reference here)
-    stepped = incremental_logits(ours, ids, [3] + [1] * 8, encoder_hidden_states=memory,
-                                 encoder_attention_mask=memory_mask.bool())
+    stepped = incremental_logits(
+        ours, ids, [3] + [1] * 8, encoder_hidden_states=memory, encoder_attention_mask=memory_mask.bool()
+    )
     assert (stepped - expected.logits).abs().max() <= TOL
 
 

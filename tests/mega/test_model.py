@@ -10,8 +10,17 @@ import torch
 
 from mega import MegaConfig, MegaEncoder, MegaForSequenceClassification, pool
 
-SMALL = dict(vocab_size=30, hidden_size=16, num_hidden_layers=2, intermediate_size=24, ema_projection_size=4,
-             shared_representation_size=8, nffn_hidden_size=20, max_positions=64, pad_token_id=0)
+SMALL = dict(
+    vocab_size=30,
+    hidden_size=16,
+    num_hidden_layers=2,
+    intermediate_size=24,
+    ema_projection_size=4,
+    shared_representation_size=8,
+    nffn_hidden_size=20,
+    max_positions=64,
+    pad_token_id=0,
+)
 
 
 def encoder(**options) -> MegaEncoder:
@@ -110,9 +119,15 @@ def test_dual_encoder(combine: str, width: int):
 
 def test_real_input_classifier_trains():
     torch.manual_seed(0)
-    net = MegaForSequenceClassification(**{**SMALL, "vocab_size": 2}, input_kind="real", num_labels=4,
-                                        chunk_size=8, normalization_type="batchnorm", dropout_prob=0.1,
-                                        use_feature_dropout=True)
+    net = MegaForSequenceClassification(
+        **{**SMALL, "vocab_size": 2},
+        input_kind="real",
+        num_labels=4,
+        chunk_size=8,
+        normalization_type="batchnorm",
+        dropout_prob=0.1,
+        use_feature_dropout=True,
+    )
     x, labels = torch.randn(3, 20), torch.tensor([0, 1, 3])
     loss = torch.nn.functional.cross_entropy(net(x), labels)
     loss.backward()
@@ -128,7 +143,9 @@ def test_classifier_head_is_official():
 
 
 def test_mega_imports_neither_lightning_nor_hydra():
-    code = "import sys, mega; print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', " \
-           "'pytorch_lightning', 'hydra', 'omegaconf')))"
+    code = (
+        "import sys, mega; print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', "
+        "'pytorch_lightning', 'hydra', 'omegaconf')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

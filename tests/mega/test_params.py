@@ -10,32 +10,134 @@ VOCAB = 20  # token tasks: totals are given as a constant + D·V
 
 # (options, total for full attention, total with the paper's MEGA-chunk, chunk); vocab part excluded
 RECIPES = {
-    "listops": (dict(hidden_size=80, num_hidden_layers=6, intermediate_size=160, shared_representation_size=64,
-                     nffn_hidden_size=160, normalization_type="layernorm", normalize_before_mega=False,
-                     normalize_before_ffn=False, max_positions=2002, num_labels=10), 600_658, 578_170, 128),
-    "text": (dict(hidden_size=128, num_hidden_layers=4, intermediate_size=256, shared_representation_size=64,
-                  nffn_hidden_size=256, normalization_type="scalenorm", normalize_before_mega=False,
-                  normalize_before_ffn=False, max_positions=4002, num_labels=2), 957_204, 926_212, 128),
-    "image": (dict(input_kind="real", hidden_size=160, num_hidden_layers=8, intermediate_size=320,
-                   shared_representation_size=96, nffn_hidden_size=320, normalization_type="batchnorm",
-                   max_positions=1024, num_labels=10, attention_activation="laplace"), 2_839_096, 2_824_760, 128),
-    "pathfinder": (dict(input_kind="real", hidden_size=128, num_hidden_layers=6, intermediate_size=256,
-                        shared_representation_size=64, nffn_hidden_size=256, normalization_type="batchnorm",
-                        max_positions=1024, num_labels=2, attention_activation="laplace"),
-                   1_386_874, 1_376_122, 128),
-    "pathx": (dict(input_kind="real", hidden_size=64, num_hidden_layers=4, intermediate_size=128,
-                   shared_representation_size=32, nffn_hidden_size=128, normalization_type="syncbatchnorm",
-                   max_positions=16384, num_labels=2, attention_activation="laplace"), 381_948, 283_644, 4096),
-    "sc_base": (dict(input_kind="real", hidden_size=60, num_hidden_layers=6, intermediate_size=120,
-                     shared_representation_size=30, nffn_hidden_size=120, normalization_type="batchnorm",
-                     max_positions=16000, num_labels=10, attention_activation="laplace"), 343_134, 343_134, 1000),
-    "sc_big": (dict(input_kind="real", hidden_size=72, num_hidden_layers=6, intermediate_size=144,
-                    shared_representation_size=36, nffn_hidden_size=144, normalization_type="batchnorm",
-                    max_positions=16000, num_labels=10, attention_activation="laplace"), 475_890, 475_890, 1000),
+    "listops": (
+        dict(
+            hidden_size=80,
+            num_hidden_layers=6,
+            intermediate_size=160,
+            shared_representation_size=64,
+            nffn_hidden_size=160,
+            normalization_type="layernorm",
+            normalize_before_mega=False,
+            normalize_before_ffn=False,
+            max_positions=2002,
+            num_labels=10,
+        ),
+        600_658,
+        578_170,
+        128,
+    ),
+    "text": (
+        dict(
+            hidden_size=128,
+            num_hidden_layers=4,
+            intermediate_size=256,
+            shared_representation_size=64,
+            nffn_hidden_size=256,
+            normalization_type="scalenorm",
+            normalize_before_mega=False,
+            normalize_before_ffn=False,
+            max_positions=4002,
+            num_labels=2,
+        ),
+        957_204,
+        926_212,
+        128,
+    ),
+    "image": (
+        dict(
+            input_kind="real",
+            hidden_size=160,
+            num_hidden_layers=8,
+            intermediate_size=320,
+            shared_representation_size=96,
+            nffn_hidden_size=320,
+            normalization_type="batchnorm",
+            max_positions=1024,
+            num_labels=10,
+            attention_activation="laplace",
+        ),
+        2_839_096,
+        2_824_760,
+        128,
+    ),
+    "pathfinder": (
+        dict(
+            input_kind="real",
+            hidden_size=128,
+            num_hidden_layers=6,
+            intermediate_size=256,
+            shared_representation_size=64,
+            nffn_hidden_size=256,
+            normalization_type="batchnorm",
+            max_positions=1024,
+            num_labels=2,
+            attention_activation="laplace",
+        ),
+        1_386_874,
+        1_376_122,
+        128,
+    ),
+    "pathx": (
+        dict(
+            input_kind="real",
+            hidden_size=64,
+            num_hidden_layers=4,
+            intermediate_size=128,
+            shared_representation_size=32,
+            nffn_hidden_size=128,
+            normalization_type="syncbatchnorm",
+            max_positions=16384,
+            num_labels=2,
+            attention_activation="laplace",
+        ),
+        381_948,
+        283_644,
+        4096,
+    ),
+    "sc_base": (
+        dict(
+            input_kind="real",
+            hidden_size=60,
+            num_hidden_layers=6,
+            intermediate_size=120,
+            shared_representation_size=30,
+            nffn_hidden_size=120,
+            normalization_type="batchnorm",
+            max_positions=16000,
+            num_labels=10,
+            attention_activation="laplace",
+        ),
+        343_134,
+        343_134,
+        1000,
+    ),
+    "sc_big": (
+        dict(
+            input_kind="real",
+            hidden_size=72,
+            num_hidden_layers=6,
+            intermediate_size=144,
+            shared_representation_size=36,
+            nffn_hidden_size=144,
+            normalization_type="batchnorm",
+            max_positions=16000,
+            num_labels=10,
+            attention_activation="laplace",
+        ),
+        475_890,
+        475_890,
+        1000,
+    ),
 }
 
 # Retrieval: Text's encoder with 6 layers, shared by both documents (classifier input = 2D)
-RECIPES["retrieval"] = (dict(RECIPES["text"][0], num_hidden_layers=6, dual_encoder=True), 1_451_806, 1_405_318, 128)
+RECIPES["retrieval"] = (
+    dict(RECIPES["text"][0], num_hidden_layers=6, dual_encoder=True),
+    1_451_806,
+    1_405_318,
+    128,
+)
 
 
 @pytest.mark.parametrize("task", RECIPES)
@@ -44,7 +146,9 @@ def test_official_parameter_counts(task: str):
     options = dict(options, relative_positional_bias="simple", truncation=1024, ema_projection_size=16)
     if options.get("input_kind") != "real":
         options.update(vocab_size=VOCAB, pad_token_id=0)
-    embedding = VOCAB * options["hidden_size"] if options.get("input_kind") != "real" else 2 * options["hidden_size"]
+    embedding = (
+        VOCAB * options["hidden_size"] if options.get("input_kind") != "real" else 2 * options["hidden_size"]
+    )
     vocab_part = embedding if options.get("input_kind") != "real" else 0
     # full attention: SC-Raw's arch default is chunk 1000 (= its "full" figure)
     full_options = dict(options, chunk_size=1000) if task.startswith("sc_") else options

@@ -44,7 +44,9 @@ def test_bad_pickles_name_the_file(tmp_path):
 
 
 def test_missing_data_lists_the_paths(tmp_path):
-    module = image.ImageDataModule(root_dir=str(tmp_path), hub_cache=str(tmp_path / "no_hub"), max_length=1024)
+    module = image.ImageDataModule(
+        root_dir=str(tmp_path), hub_cache=str(tmp_path / "no_hub"), max_length=1024
+    )
     with pytest.raises(FileNotFoundError, match="(?s)cifar-10-batches-py.*cifar-10-python.tar.gz.*HF hub"):
         module.prepare_data()
     (tmp_path / "cifar10").mkdir()  # a folder by a searched name, but empty
@@ -83,15 +85,21 @@ def test_split_is_torch_random_split_seed_42():
     train, val = image.split_train_val(50_000, 5_000, seed=42)
     assert len(train) == 45_000 and len(val) == 5_000
     assert len(np.union1d(train, val)) == 50_000
-    ref = torch.utils.data.random_split(range(50_000), [45_000, 5_000], generator=torch.Generator().manual_seed(42))
+    ref = torch.utils.data.random_split(
+        range(50_000), [45_000, 5_000], generator=torch.Generator().manual_seed(42)
+    )
     assert train.tolist() == list(ref[0].indices) and val.tolist() == list(ref[1].indices)
 
 
 def _hf_table(images, labels):
     import datasets
 
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=image.LABEL_NAMES)})
-    return datasets.Dataset.from_dict({"img": [Image.fromarray(x) for x in images], "label": labels}, features)
+    features = datasets.Features(
+        {"img": datasets.Image(), "label": datasets.ClassLabel(names=image.LABEL_NAMES)}
+    )
+    return datasets.Dataset.from_dict(
+        {"img": [Image.fromarray(x) for x in images], "label": labels}, features
+    )
 
 
 def test_reads_hf_save_to_disk_and_hub_parquet(tmp_path):
@@ -108,7 +116,9 @@ def test_reads_hf_save_to_disk_and_hub_parquet(tmp_path):
     snapshot.mkdir(parents=True)
     tables["train"].to_parquet(str(snapshot / "train-00000-of-00001.parquet"))
     tables["test"].to_parquet(str(snapshot / "test-00000-of-00001.parquet"))
-    found = image.ImageDataModule(root_dir=str(tmp_path / "empty"), hub_cache=str(tmp_path / "hub")).raw_folder()
+    found = image.ImageDataModule(
+        root_dir=str(tmp_path / "empty"), hub_cache=str(tmp_path / "hub")
+    ).raw_folder()
     assert found == snapshot.parent
     splits = image.read_cifar(found)
     assert np.array_equal(splits["test"][0], test[0]) and splits["train"][1].tolist() == train[1].tolist()
@@ -124,7 +134,11 @@ def _module(root, **options):
 
 def test_datamodule_batches(tmp_path):
     module = _module(tmp_path)
-    assert {s: len(module.splits[s]) for s in ("train", "val", "test")} == {"train": 90, "val": 10, "test": 30}
+    assert {s: len(module.splits[s]) for s in ("train", "val", "test")} == {
+        "train": 90,
+        "val": 10,
+        "test": 30,
+    }
     batch = next(iter(module.val_dataloader()))
     assert set(batch) == {"input", "label"}  # nothing padded: no mask (Contract 1)
     assert batch["input"].shape == (8, 1024) and batch["input"].dtype == torch.float32
@@ -137,13 +151,14 @@ def test_datamodule_batches(tmp_path):
     tokens = _module(tmp_path, input_kind="tokens", vocab_size=257)
     assert tokens.cache_folder(tokens.raw_folder()) == module.cache_folder(module.raw_folder())  # same cache
     batch = next(iter(tokens.val_dataloader()))
-    assert batch["input"].dtype == torch.int64 and torch.equal(batch["input"], torch.from_numpy(grey).long() + 1)
+    assert batch["input"].dtype == torch.int64 and torch.equal(
+        batch["input"], torch.from_numpy(grey).long() + 1
+    )
 
     truncating = _module(tmp_path, greyscale="tf")
     assert truncating.cache_folder(truncating.raw_folder()) != module.cache_folder(module.raw_folder())
     with pytest.raises(ValueError, match="data.vocab_size"):
         image.ImageDataModule(root_dir=str(tmp_path), input_kind="tokens", vocab_size=256, max_length=1024)
-
 
 
 def test_demo_preset_wires_data_facts_into_the_model(make_cfg):

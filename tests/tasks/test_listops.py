@@ -23,13 +23,28 @@ from tasks.listops import (
     write_tsv,
 )
 
-SMALL = {"num_train": 300, "num_val": 50, "num_test": 50, "max_depth": 6, "max_args": 5, "min_length": 20,
-         "max_length": 100, "seed": 3}
+SMALL = {
+    "num_train": 300,
+    "num_val": 50,
+    "num_test": 50,
+    "max_depth": 6,
+    "max_args": 5,
+    "min_length": 20,
+    "max_length": 100,
+    "seed": 3,
+}
 
 
 def small_module(root: Path, **kwargs) -> ListOpsDataModule:
-    options = {"root_dir": str(root), "vocab_size": 16, "num_classes": 10, "max_length": 2000, "batch_size": 16,
-               "generator": SMALL, **kwargs}
+    options = {
+        "root_dir": str(root),
+        "vocab_size": 16,
+        "num_classes": 10,
+        "max_length": 2000,
+        "batch_size": 16,
+        "generator": SMALL,
+        **kwargs,
+    }
     return ListOpsDataModule(**options)
 
 
@@ -59,8 +74,16 @@ def test_serialisation_matches_lra_example() -> None:
 
 
 def test_lra_defaults() -> None:
-    assert LRA_GENERATOR == {"num_train": 96000, "num_val": 2000, "num_test": 2000, "max_depth": 10,
-                             "max_args": 10, "min_length": 500, "max_length": 2000, "seed": 0}
+    assert LRA_GENERATOR == {
+        "num_train": 96000,
+        "num_val": 2000,
+        "num_test": 2000,
+        "max_depth": 10,
+        "max_args": 10,
+        "min_length": 500,
+        "max_length": 2000,
+        "seed": 0,
+    }
     assert set(OPERATORS) == {"[MIN", "[MAX", "[MED", "[SM"} and len(VOCAB) + 1 == 16
 
 
@@ -74,12 +97,15 @@ def test_reader_accepts_crlf_lf_and_missing_header(tmp_path: Path) -> None:
     assert list(read_tsv(crlf)) == expected == list(read_tsv(lf))
 
 
-@pytest.mark.parametrize("row,message", [
-    ("[MAX 1 2 ]", "expected 2 tab-separated columns"),
-    ("[MAX 1 2 ]\tseven", "is not an integer"),
-    ("[MAX 1 2 ]\t12", "outside 0..9"),
-    ("[MEAN 1 2 ]\t1", "unknown token '[MEAN'"),
-])
+@pytest.mark.parametrize(
+    "row,message",
+    [
+        ("[MAX 1 2 ]", "expected 2 tab-separated columns"),
+        ("[MAX 1 2 ]\tseven", "is not an integer"),
+        ("[MAX 1 2 ]\t12", "outside 0..9"),
+        ("[MEAN 1 2 ]\t1", "unknown token '[MEAN'"),
+    ],
+)
 def test_reader_names_file_and_line_of_bad_rows(tmp_path: Path, row: str, message: str) -> None:
     path = tmp_path / "basic_train.tsv"
     path.write_text(f"Source\tTarget\r\n[MAX 1 2 ]\t2\r\n{row}\r\n")
@@ -87,8 +113,9 @@ def test_reader_names_file_and_line_of_bad_rows(tmp_path: Path, row: str, messag
         list(read_tsv(path))
 
 
-@pytest.mark.parametrize("layout", ["listops-1000", "lra_release/listops-1000", "lra_release/lra_release/listops-1000",
-                                    "listops"])
+@pytest.mark.parametrize(
+    "layout", ["listops-1000", "lra_release/listops-1000", "lra_release/lra_release/listops-1000", "listops"]
+)
 def test_finds_release_layouts(tmp_path: Path, layout: str) -> None:
     folder = tmp_path / layout
     folder.mkdir(parents=True)

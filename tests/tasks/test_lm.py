@@ -15,9 +15,18 @@ from tests.test_train import shrink
 
 def text_module(tmp_path: Path, text: str, **kwargs) -> TextFileDataModule:
     (tmp_path / "a.txt").write_text(text)
-    options = {"files": ["*.txt"], "base_dir": str(tmp_path), "root_dir": str(tmp_path / "data"), "seq_len": 8,
-               "vocab_size": 257, "num_classes": 257, "batch_size": 4, "val_fraction": 0.2, "test_fraction": 0.2,
-               **kwargs}
+    options = {
+        "files": ["*.txt"],
+        "base_dir": str(tmp_path),
+        "root_dir": str(tmp_path / "data"),
+        "seq_len": 8,
+        "vocab_size": 257,
+        "num_classes": 257,
+        "batch_size": 4,
+        "val_fraction": 0.2,
+        "test_fraction": 0.2,
+        **kwargs,
+    }
     module = TextFileDataModule(**options)
     module.prepare_data()
     module.setup()
@@ -57,8 +66,9 @@ def test_bad_text_options_fail_clearly(tmp_path):
 
 
 def test_lm_demo_trains_reports_perplexity_and_samples(make_cfg):
-    cfg = shrink(make_cfg("experiment=lm_demo", "trainer.max_steps=3", "data.seq_len=32",
-                          "module.sample_tokens=12"))
+    cfg = shrink(
+        make_cfg("experiment=lm_demo", "trainer.max_steps=3", "data.seq_len=32", "module.sample_tokens=12")
+    )
     train.main(cfg)
     run_dir = Path(cfg.paths.output_dir)
     results = json.loads((run_dir / "results.json").read_text())

@@ -17,8 +17,18 @@ from tasks import pathfinder_generator as gen
 # A style in which the label can be read off the image: consecutive dashes are 1 px apart (so they touch after
 # pixelisation), while different paths keep margin 4 (so they never touch), and markers are the only bright pixels.
 CHECKABLE = gen.PathfinderStyle(
-    32, dash_length=4, margins=(4,), thickness=1.0, continuity=1.8, marker_radius=1.5, seed_distance=7,
-    distractor_dashes=6, target_contrast=0.5, distractor_contrast=0.5, contour_length=6, dash_gap=1.0,
+    32,
+    dash_length=4,
+    margins=(4,),
+    thickness=1.0,
+    continuity=1.8,
+    marker_radius=1.5,
+    seed_distance=7,
+    distractor_dashes=6,
+    target_contrast=0.5,
+    distractor_contrast=0.5,
+    contour_length=6,
+    dash_gap=1.0,
 )
 SMALL = gen.style_for(32, contour_length=4, distractor_dashes=4)
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -28,8 +38,12 @@ def module(root: Path, **options) -> pf.PathfinderDataModule:
     return pf.PathfinderDataModule(root_dir=str(root), **{"decode_workers": 1, "batch_size": 8, **options})
 
 
-def write_release(root: Path, lines_per_file: dict[str, list[str]], resolution: int = 32,
-                  difficulty: str = "curv_contour_length_14") -> Path:
+def write_release(
+    root: Path,
+    lines_per_file: dict[str, list[str]],
+    resolution: int = 32,
+    difficulty: str = "curv_contour_length_14",
+) -> Path:
     """Metadata files with the given lines, and a random PNG for every line."""
     folder = root / f"pathfinder{resolution}" / difficulty
     (folder / "metadata").mkdir(parents=True)
@@ -55,7 +69,10 @@ def test_metadata_files_are_read_in_integer_order(tmp_path):
     folder = write_release(tmp_path, {"10.npy": [line(10, 0, 1)], "2.npy": [line(2, 0, 0), line(2, 1, 1)]})
     samples = pf.read_metadata(folder)
     assert [(s.path.relative_to(folder).as_posix(), s.label) for s in samples] == [
-        ("imgs/2/sample_0.png", 0), ("imgs/2/sample_1.png", 1), ("imgs/10/sample_0.png", 1)]
+        ("imgs/2/sample_0.png", 0),
+        ("imgs/2/sample_1.png", 1),
+        ("imgs/10/sample_0.png", 1),
+    ]
 
 
 def test_metadata_line_with_wrong_field_count_names_file_and_line(tmp_path):
@@ -144,8 +161,9 @@ def test_decode_reads_grey_pixels(tmp_path):
 def test_split_is_s4_mega_random_split():
     splits = pf.split_indices(199_999)
     assert {k: len(v) for k, v in splits.items()} == {"train": 160_001, "val": 19_999, "test": 19_999}
-    expected = torch.utils.data.random_split(range(199_999), [160_001, 19_999, 19_999],
-                                             generator=torch.Generator().manual_seed(42))
+    expected = torch.utils.data.random_split(
+        range(199_999), [160_001, 19_999, 19_999], generator=torch.Generator().manual_seed(42)
+    )
     np.testing.assert_array_equal(splits["val"], expected[1].indices)
     assert len(np.unique(np.concatenate(list(splits.values())))) == 199_999
 
@@ -166,8 +184,10 @@ def marked_ends_connected(image: np.ndarray, marker_level: int = 140) -> bool | 
 
 def test_generator_labels_match_the_image():
     rng = np.random.default_rng(3)
-    verdicts = [(marked_ends_connected(image), label) for image, label, _ in
-                (gen.generate_image(CHECKABLE, rng) for _ in range(60))]
+    verdicts = [
+        (marked_ends_connected(image), label)
+        for image, label, _ in (gen.generate_image(CHECKABLE, rng) for _ in range(60))
+    ]
     readable = [(v, label) for v, label in verdicts if v is not None]
     assert len(readable) >= 55
     assert {label for _, label in readable} == {0, 1}
@@ -183,7 +203,9 @@ def test_label_check_detects_cut_and_bridged_paths():
 
     markers, _ = ndimage.label(connected > 140, structure=EIGHT)
     disc = markers == 1
-    ring = ndimage.binary_dilation(disc, EIGHT, iterations=3) & ~ndimage.binary_dilation(disc, EIGHT, iterations=1)
+    ring = ndimage.binary_dilation(disc, EIGHT, iterations=3) & ~ndimage.binary_dilation(
+        disc, EIGHT, iterations=1
+    )
     cut = np.where(ring, 0, connected)
     assert marked_ends_connected(cut) is False
 
@@ -206,8 +228,21 @@ def test_generator_writes_released_layout_independent_of_workers(tmp_path):
 
 
 def test_generate_command(tmp_path, capsys):
-    pf.main(["generate", "--out", str(tmp_path), "--resolution", "64", "--num-images", "3", "--workers", "1",
-             "--contour-length", "4"])
+    pf.main(
+        [
+            "generate",
+            "--out",
+            str(tmp_path),
+            "--resolution",
+            "64",
+            "--num-images",
+            "3",
+            "--workers",
+            "1",
+            "--contour-length",
+            "4",
+        ]
+    )
     folder = tmp_path / "pathfinder64/curv_contour_length_14"
     assert len(pf.read_metadata(folder)) == 3
     assert pf.decode_png(folder / "imgs/0/sample_2.png", 64).max() == 255
@@ -226,8 +261,9 @@ def test_styles_follow_lra_settings():
 
 
 def test_datamodule_reads_release_skips_empty_and_caches(tmp_path, monkeypatch):
-    folder = gen.write_dataset(tmp_path / "lra_release/lra_release/pathfinder32/curv_contour_length_14", SMALL, 50,
-                               seed=1, workers=1)
+    folder = gen.write_dataset(
+        tmp_path / "lra_release/lra_release/pathfinder32/curv_contour_length_14", SMALL, 50, seed=1, workers=1
+    )
     (folder / "imgs/0/sample_7.png").write_bytes(b"")
     dm = module(tmp_path)
     dm.prepare_data()
@@ -242,7 +278,9 @@ def test_datamodule_reads_release_skips_empty_and_caches(tmp_path, monkeypatch):
     samples = pf.drop_empty(pf.read_metadata(folder))[0]
     assert batch["label"].tolist() == [samples[i].label for i in dm.splits["val"].indices]
     first = samples[dm.splits["val"].indices[0]]
-    np.testing.assert_allclose(batch["input"][0].numpy(), pf.decode_png(first.path, 32).ravel() / 127.5 - 1, atol=1e-6)
+    np.testing.assert_allclose(
+        batch["input"][0].numpy(), pf.decode_png(first.path, 32).ravel() / 127.5 - 1, atol=1e-6
+    )
     train = [next(iter(dm.train_dataloader()))["label"] for _ in range(2)]
     assert train[0].shape == (8,) and torch.equal(train[0], train[1])  # seeded shuffling
 

@@ -23,7 +23,9 @@ def _frames(path):
 
 
 def test_reader_keeps_only_one_second_clips(tree, caplog):
-    expected = {w: sorted(p.name for p in (tree / w).glob("*.wav") if _frames(p) == 16000) for w in speech.SC10_WORDS}
+    expected = {
+        w: sorted(p.name for p in (tree / w).glob("*.wav") if _frames(p) == 16000) for w in speech.SC10_WORDS
+    }
     short = sum(1 for w in speech.SC10_WORDS for p in (tree / w).glob("*.wav") if _frames(p) != 16000)
     assert short > 0  # the stand-in has short clips, so the drop rule is exercised
     with caplog.at_level(logging.INFO, logger="tasks.speech"):
@@ -37,7 +39,9 @@ def test_reader_keeps_only_one_second_clips(tree, caplog):
         assert np.array_equal(clips[0], np.frombuffer(f.readframes(16000), "<i2"))
 
 
-@pytest.mark.parametrize("layout", ["speech_commands_v0.02", "SpeechCommands", "SpeechCommands/speech_commands_v0.02"])
+@pytest.mark.parametrize(
+    "layout", ["speech_commands_v0.02", "SpeechCommands", "SpeechCommands/speech_commands_v0.02"]
+)
 def test_finds_every_layout(tmp_path, layout):
     root = tmp_path / layout
     for word in speech.SC10_WORDS:
@@ -84,7 +88,9 @@ def test_stratified_split_sizes_and_classes():
     assert len(np.unique(np.concatenate(list(split.values())))) == 34_975
     for part, share in (("train", 0.7), ("val", 0.15)):
         counts = np.bincount(labels[split[part]], minlength=10)
-        assert np.abs(counts - share * np.bincount(labels)).max() <= 1  # stratified: every class in proportion
+        assert (
+            np.abs(counts - share * np.bincount(labels)).max() <= 1
+        )  # stratified: every class in proportion
     again = speech.split_stratified(labels)
     assert all(np.array_equal(split[s], again[s]) for s in split)
 
@@ -110,8 +116,9 @@ def test_statistics_per_step_and_global():
 
 
 def _module(root, **options):
-    module = speech.SpeechDataModule(root_dir=str(root), synthetic=True, synthetic_clips_per_word=12, batch_size=4,
-                                     **options)
+    module = speech.SpeechDataModule(
+        root_dir=str(root), synthetic=True, synthetic_clips_per_word=12, batch_size=4, **options
+    )
     module.prepare_data()
     module.setup()
     return module
@@ -131,12 +138,13 @@ def test_datamodule_normalises_with_training_statistics(tmp_path):
     assert batch["label"].tolist() == labels[rows].tolist()
 
     coarse = _module(tmp_path, normalisation="global", split="official", resolution=4, max_length=4000)
-    assert len(coarse.splits["test"]) == len(speech.split_official(coarse.raw_folder(), speech.read_sc10(coarse.raw_folder())[2])["test"])
+    assert len(coarse.splits["test"]) == len(
+        speech.split_official(coarse.raw_folder(), speech.read_sc10(coarse.raw_folder())[2])["test"]
+    )
     batch = next(iter(coarse.train_dataloader()))
     assert batch["input"].shape == (4, 4000)
     with pytest.raises(ValueError, match="data.max_length=4000"):
         speech.SpeechDataModule(root_dir=str(tmp_path), max_length=16000, resolution=4)
-
 
 
 def test_demo_preset_wires_data_facts_into_the_model(make_cfg):
