@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mega.activations import ACTIVATIONS, laplace, relu2
+from mega.amp import custom_bwd, custom_fwd
 from mega.cache import LayerCache, append_keys
 from mega.config import MegaConfig
 from mega.dropout import Dropout, keep_mask, kept_fraction, scaled_product
@@ -85,24 +86,27 @@ def attention_weights(
     return weights
 
 
-def softmax_weights_(scores: torch.Tensor) -> torch.Tensor:
-    """softmax over the last dim, in place where no cast is needed (a fresh L×L tensor costs about a pass).
+def softmax_weights_(scores: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """softmax over the last dim (statistics in float32 for half scores), returned in `dtype` (default: the
+    scores'); in place where no cast is needed (a fresh L×L tensor costs about a pass).
 
     Not differentiable: for the forward and backward of RecomputedAttention only.
     """
-    if softmax_dtype(scores.dtype) == scores.dtype:
+    dtype = dtype or scores.dtype
+    if softmax_dtype(scores.dtype) == scores.dtype == dtype:
         return torch.softmax(scores, dim=-1, out=scores)
-    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
+    return torch.softmax(scores, dim=-1, dtype=softmax_dtype(scores.dtype)).to(dtype)
 
 
 def dropout_multiplier(weights: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     """The attention dropout as a factor 0 or 1/(1 − p) per weight, drawn from `seed` (the backward redraws it).
 
     Multiplying by a float mask is several times cheaper on CPU than masking with a bool one; the products
-    equal `scaled_product`'s.
+    equal `scaled_product`'s. Half-precision weights get a float32 factor: 1/(1 − p) rounded to 8 bits would
+    scale every kept weight a little too much or too little.
     """
     generator = torch.Generator(weights.device).manual_seed(seed)
-    keep = keep_mask(weights.shape, p, weights.device, generator, weights.dtype)
+    keep = keep_mask(weights.shape, p, weights.device, generator, softmax_dtype(weights.dtype))
     return keep.mul_(1.0 / kept_fraction(p))
 
 
@@ -121,9 +125,12 @@ class RecomputedAttention(torch.autograd.Function):
     costs about as much as a pass over it, page faults; autograd's version makes several), and with
     store=True keeps the probabilities and the dropout multiplier instead of recomputing them (faster; two
     float L×L tensors more per layer; the backward consumes them: no second backward through the graph).
+    Under autocast the backward recomputes under the forward's autocast state (same dtypes as the forward) and
+    takes the softmax gradient in float32, as autograd does for a softmax computed in float32.
     """
 
     @staticmethod
+    @custom_fwd
     def forward(
         ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float, store: bool = False
     ):
@@ -146,6 +153,7 @@ class RecomputedAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @custom_bwd
     def backward(ctx, grad_out):
         if ctx.function == "softmax":
             return (*RecomputedAttention.softmax_backward(ctx, grad_out), None, None, None, None, None)
@@ -173,10 +181,15 @@ class RecomputedAttention(torch.autograd.Function):
         with torch.no_grad():
             if ctx.store:
                 probs, multiplier = stored
+                weights_dtype = probs.dtype
             else:
-                probs = softmax_weights_(softmax_scores(query, key, bias, blocked))
+                scores = softmax_scores(query, key, bias, blocked)
+                weights_dtype = scores.dtype  # what the forward multiplied V by
+                probs = softmax_weights_(scores, softmax_dtype(weights_dtype))
+                del scores
                 multiplier = None if ctx.seed is None else dropout_multiplier(probs, ctx.dropout_p, ctx.seed)
-            grad_scores = torch.matmul(grad_out, value.transpose(-1, -2))  # dL/d(dropped P)
+            # dL/d(dropped P), in float32 when the weights are half (no copy otherwise)
+            grad_scores = torch.matmul(grad_out, value.transpose(-1, -2)).to(softmax_dtype(probs.dtype))
             if multiplier is not None:
                 grad_scores.mul_(multiplier)  # now dL/dP
             grad_scores.mul_(probs)  # P ⊙ G, then − P ⊙ Σⱼ P G: the softmax backward in place
@@ -185,11 +198,15 @@ class RecomputedAttention(torch.autograd.Function):
                 grad_scores.masked_fill_(blocked, 0.0)  # masked scores are constants
             grad_value = None
             if ctx.needs_input_grad[2]:
-                dropped = probs if multiplier is None else probs.mul_(multiplier)
+                dropped = probs.to(weights_dtype)  # the forward's weights: in place when no cast is needed
+                dropped = dropped if multiplier is None else dropped.mul_(multiplier)
                 grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out)
+                del dropped
+            del probs
+            grad_bias = grad_scores.sum_to_size(bias.shape) if ctx.needs_input_grad[3] else None
+            grad_scores = grad_scores.to(weights_dtype)  # the scores' dtype, as the matmuls of the forward
             grad_query = torch.matmul(grad_scores, key) if ctx.needs_input_grad[0] else None
             grad_key = torch.matmul(grad_scores.transpose(-1, -2), query) if ctx.needs_input_grad[1] else None
-            grad_bias = grad_scores.sum_to_size(bias.shape) if ctx.needs_input_grad[3] else None
         return grad_query, grad_key, grad_value, grad_bias
 
 

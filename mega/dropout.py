@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mega.amp import custom_bwd, custom_fwd
+
 FIELDS = 1 << 16
 
 
@@ -36,15 +38,17 @@ def kept_fraction(p: float) -> float:
 
 
 class MaskedScale(torch.autograd.Function):
-    """y = x · keep / (1 − p), saving only the bool mask."""
+    """y = x · keep / (1 − p), saving only the bool mask; in x's dtype, as F.dropout under autocast."""
 
     @staticmethod
+    @custom_fwd
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
         return scaled_product(x, keep, scale)
 
     @staticmethod
+    @custom_bwd
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
         return scaled_product(grad, keep, ctx.scale), None, None
@@ -57,8 +61,8 @@ def scaled_product(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.T
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """Element dropout in training (callers skip it in eval or when p = 0)."""
-    if x.device.type != "cpu":
-        return F.dropout(x, p, training=True)  # fused kernels on accelerators
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return F.dropout(x, p, training=True)  # fused kernels on accelerators and in compiled graphs
     return MaskedScale.apply(x, keep_mask(x.shape, p, x.device), 1.0 / kept_fraction(p))
 
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mega.amp import custom_bwd, custom_fwd
+
 
 @cache
 def fast_fft_length(n: int) -> int:
@@ -33,9 +35,11 @@ class CircularConvolution(torch.autograd.Function):
 
     Autograd through rfft/irfft would keep the padded input and its spectrum (4 [B, D, L]-sized float tensors);
     this keeps only x and the kernel and recomputes the spectrum of x in the backward (one more FFT).
+    Under autocast it runs in float32 (the reference keeps the FFT in float32; half FFTs need power-of-2 sizes).
     """
 
     @staticmethod
+    @custom_fwd(cast_inputs=torch.float32)
     def forward(ctx, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         """x: [B, D, L], kernel: [D, n] → [B, D, L]."""
         n, seq_len = kernel.size(-1), x.size(-1)
@@ -45,6 +49,7 @@ class CircularConvolution(torch.autograd.Function):
         return torch.fft.irfft(torch.fft.rfft(x, n=n) * kernel_f, n=n)[..., :seq_len]
 
     @staticmethod
+    @custom_bwd
     def backward(ctx, grad: torch.Tensor):
         x, kernel_f = ctx.saved_tensors
         n, seq_len = ctx.n, x.size(-1)

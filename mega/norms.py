@@ -8,6 +8,11 @@ from torch import nn
 EPS = 1e-5  # every norm of the reference uses 1e-5
 
 
+def mean_square(x: torch.Tensor) -> torch.Tensor:
+    """mean(x², -1) as [B, L, 1], accumulated in at least float32 (half inputs: no overflow, no lost digits)."""
+    return x.square().mean(-1, keepdim=True, dtype=torch.promote_types(x.dtype, torch.float32))
+
+
 class ScaleNorm(nn.Module):
     """y = g · x / sqrt(mean(x², -1) + eps) with one learned scalar g."""
 
@@ -16,10 +21,10 @@ class ScaleNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(1)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = torch.rsqrt(x.square().mean(-1, keepdim=True) + EPS)  # [B, L, 1]
+        scale = torch.rsqrt(mean_square(x) + EPS)  # [B, L, 1]
         if self.weight is not None:
             scale = scale * self.weight
-        return x * scale  # keeps only x and the [B, L, 1] scale for the backward
+        return (x * scale).to(x.dtype)  # keeps only x and the [B, L, 1] scale for the backward
 
 
 class RMSNorm(nn.Module):
@@ -34,12 +39,12 @@ class RMSNorm(nn.Module):
         self.discard_normalization = discard_normalization
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean_square = x.square().mean(-1, keepdim=True)
+        dtype, statistic = x.dtype, mean_square(x)
         if self.weight is not None:
             x = x * self.weight
         if self.discard_normalization:
-            return x
-        return x * torch.rsqrt(mean_square + EPS)
+            return x.to(dtype)
+        return (x * torch.rsqrt(statistic + EPS)).to(dtype)
 
 
 class SequenceBatchNorm(nn.BatchNorm1d):
