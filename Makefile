@@ -2,7 +2,7 @@
 PYTHON ?= python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: help install test test-full lint format bench clean
+.PHONY: help install test test-full lint format bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +28,9 @@ format:  ## ruff format + import sorting
 
 bench:  ## MEGA vs Hugging Face speed and memory (writes the table printed for BENCHMARKS.md)
 	$(PYTHON) -m experiments.bench_mega
+
+gpu-check:  ## on a GPU: parity with CPU, bf16 vs fp32 demo, efficiency table, each recipe's step (sized for ≤ 8 min; BENCHMARKS.md)
+	WANDB_MODE=offline $(PYTHON) -m experiments.gpu_check
 
 clean:  ## remove run outputs and caches (keeps data/)
 	rm -rf outputs multirun lightning_logs wandb .pytest_cache

@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.module import count_parameters
+from tasks.training.precision import precision_arguments
 
 log = logging.getLogger("train")
 
@@ -101,7 +102,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module: L.LightningModule = hydra.utils.instantiate(cfg.module)
     callbacks, loggers = instantiate_all(cfg.get("callbacks")), instantiate_all(cfg.get("logger"))
     relaunch_this_job_only()
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **precision_arguments(cfg.trainer)
+    )
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:

@@ -74,6 +74,8 @@ def build_classifier(options: dict[str, Any], device: torch.device):
     else:
         net = mega.MegaForSequenceClassification(**options["net"])
     net.to(device).train()
+    if options.get("compile"):
+        net.compile()  # as module.compile=true (experiments.compile_speed)
     optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(options["seed"])
     shape = (options["batch_size"], options["length"])

@@ -186,8 +186,9 @@ class LanguageModel(SequenceClassifier):
         temperature: float = 0.8,
         top_k: int | None = 20,
         sample_seed: int = 0,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, num_classes, no_weight_decay)
+        super().__init__(net, optimizer, scheduler, num_classes, no_weight_decay, compile)
         self.perplexity = nn.ModuleDict({f"{s}_ppl": Perplexity(ignore_index=IGNORE_INDEX) for s in SPLITS})
         self.val_ppl_best = MinMetric()
         self.sample_prompts, self.sample_tokens = list(sample_prompts), sample_tokens
@@ -236,14 +237,15 @@ class LanguageModel(SequenceClassifier):
         samples = []
         for prompt in self.sample_prompts:
             ids = torch.tensor([encode(prompt)], device=self.device)
-            out = self.net.generate(
-                ids,
-                self.sample_tokens,
-                do_sample=True,
-                temperature=self.temperature,
-                top_k=self.top_k,
-                generator=generator,
-            )
+            with torch.compiler.set_stance("force_eager"):  # token-by-token shapes: compiling would not pay
+                out = self.net.generate(
+                    ids,
+                    self.sample_tokens,
+                    do_sample=True,
+                    temperature=self.temperature,
+                    top_k=self.top_k,
+                    generator=generator,
+                )
             samples.append(decode(out[0].tolist()))
         text = "\n\n".join(
             f"--- sample {i + 1} (prompt {p!r}) ---\n{s}"

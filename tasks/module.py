@@ -152,6 +152,9 @@ class SequenceClassifier(LightningModule):
         scheduler: partial `linear_decay`/`cosine` taking (optimizer, total_steps); None for a constant lr.
         num_classes: number of classes (from `${data.num_classes}`).
         no_weight_decay: parameter kinds exempt from weight decay, among "bias", "norm", "embedding".
+        compile: run the net through `torch.compile` (`nn.Module.compile`: parameter names and checkpoints stay
+            those of the eager net, so either loads the other's checkpoints); a dict gives torch.compile's
+            keyword arguments, e.g. {backend: aot_eager}.
     """
 
     def __init__(
@@ -161,10 +164,14 @@ class SequenceClassifier(LightningModule):
         scheduler: Callable[..., LambdaLR] | None = None,
         num_classes: int = 2,
         no_weight_decay: list[str] | tuple[str, ...] = (),
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"num_classes": num_classes, "no_weight_decay": list(no_weight_decay)})
         self.net = net
+        if compile:
+            # compiled at the first call; the module tree (and the state_dict keys) stay unchanged
+            net.compile(**(compile if isinstance(compile, dict) else {}))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.no_weight_decay = list(no_weight_decay)
         self.loss = nn.CrossEntropyLoss()
