@@ -92,7 +92,7 @@ def test_recipe_values(tmp_path, task, variant):
     assert (
         cfg.optimizer.eps == 1e-8 and cfg.module.no_weight_decay == []
     )  # decoupled decay on every parameter
-    assert cfg.scheduler._target_ == "tasks.module.linear_decay"
+    assert cfg.scheduler._target_ == "tasks.training.optim.linear_decay"
     assert (cfg.scheduler.warmup_init_lr, cfg.scheduler.end_lr) == (1e-7, 0.0)
     assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (1.0, "norm")
     assert cfg.trainer.precision == "32-true"
