@@ -1,4 +1,5 @@
-"""Parameter counts of the native model equal the official ones (lra-recipes.md §3, mega-model.md §14)."""
+"""Parameter counts of the native model equal the official ones (docs/recipes.md#parameter-counts: counted from the
+fairseq modules and arch defaults of facebookresearch/mega)."""
 
 from __future__ import annotations
 
