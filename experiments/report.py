@@ -86,12 +86,16 @@ HARDWARE = (
 CHOICES = ("experiment", "model")  # the recipe and the model family, not changes of the recipe
 LEFT_OUT = {
     "standin": "on stand-in data (data.synthetic=true; --include-standin)",
-    "debug": "debug runs (debug=...; --include-debug)",
+    "debug": "of a debug preset (debug=...; --include-debug)",
     "unfinished": "stopped before trainer.max_steps (--include-unfinished)",
     "no_test": "without test/acc (the test did not run: test=false, or it failed)",
     "no_results": "without results.json (crashed, killed or still running; or not valid JSON)",
 }
 FAILED = "✗"  # the paper's mark for chance level or out of memory
+
+
+def count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def ignored(key: str) -> bool:
@@ -495,7 +499,7 @@ def markdown_report(groups: list[Group], left_out: dict[str, list[Run]], source:
     lines = [
         f"# Report: {source}",
         "",
-        f"{runs} runs in {len(groups)} groups.",
+        f"{count(runs, 'run')} in {count(len(groups), 'group')}.",
         "",
         "## Against the paper",
         "",
@@ -507,7 +511,7 @@ def markdown_report(groups: list[Group], left_out: dict[str, list[Run]], source:
     if left_out:
         lines += ["", "## Left out", ""]
         for reason, runs_out in left_out.items():
-            lines.append(f"- {len(runs_out)} {'run' if len(runs_out) == 1 else 'runs'} {LEFT_OUT[reason]}:")
+            lines.append(f"- {count(len(runs_out), 'run')} {LEFT_OUT[reason]}:")
             lines += [f"  - {run.source}" for run in runs_out]
     lines += ["", "## Runs of each group", ""]
     for g in sorted(groups, key=lambda g: (g.row, g.label)):
@@ -589,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     for reason, runs_out in left_out.items():
         if reason != "no_results":  # each of those was named when it was read
             names = ", ".join(run.source for run in runs_out)
-            log.warning("left out %d %s: %s", len(runs_out), LEFT_OUT[reason], names)
+            log.warning("left out %s %s: %s", count(len(runs_out), "run"), LEFT_OUT[reason], names)
     if not kept:
         print(f"no reportable runs in {args.source} (see the warnings above)", file=sys.stderr)
         return 1
@@ -600,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     bar_chart(groups, out / "report.png")
     print(text)
     print(
-        f"\nwrote {out / 'report.md'} and {out / 'report.png'} from {len(kept)} runs in {len(groups)} groups"
+        f"\nwrote {out / 'report.md'} and {out / 'report.png'} from {count(len(kept), 'run')} in {count(len(groups), 'group')}"
     )
     return 0
 

@@ -18,18 +18,26 @@ MEGA = "mega.MegaForSequenceClassification"
 TRANSFORMER = "mega.TransformerForSequenceClassification"
 # each experiment's recipe as the few options these tests need (a saved config holds them all)
 RECIPES = {
-    "lra_text": {"data": "tasks.text.TextDataModule", "chunk_size": -1, "max_steps": 25000},
-    "lra_text_chunk": {"data": "tasks.text.TextDataModule", "chunk_size": 128, "max_steps": 25000},
-    "lra_image": {"data": "tasks.image.ImageDataModule", "chunk_size": -1, "max_steps": 90000},
-    "lra_listops": {"data": "tasks.listops.ListOpsDataModule", "chunk_size": -1, "max_steps": 90000},
-    "lra_retrieval": {"data": "tasks.retrieval.RetrievalDataModule", "chunk_size": -1, "max_steps": 91960},
+    "lra_text": {"data": "tasks.data.text.TextDataModule", "chunk_size": -1, "max_steps": 25000},
+    "lra_text_chunk": {"data": "tasks.data.text.TextDataModule", "chunk_size": 128, "max_steps": 25000},
+    "lra_image": {"data": "tasks.data.image.ImageDataModule", "chunk_size": -1, "max_steps": 90000},
+    "lra_listops": {"data": "tasks.data.listops.ListOpsDataModule", "chunk_size": -1, "max_steps": 90000},
+    "lra_retrieval": {
+        "data": "tasks.data.retrieval.RetrievalDataModule",
+        "chunk_size": -1,
+        "max_steps": 91960,
+    },
     "lra_pathfinder": {
-        "data": "tasks.pathfinder.PathfinderDataModule",
+        "data": "tasks.data.pathfinder.PathfinderDataModule",
         "chunk_size": -1,
         "max_steps": 250000,
     },
-    "lra_pathx": {"data": "tasks.pathfinder.PathfinderDataModule", "chunk_size": -1, "max_steps": 125000},
-    "my_text": {"data": "tasks.text.TextDataModule", "chunk_size": -1, "max_steps": 2000},
+    "lra_pathx": {
+        "data": "tasks.data.pathfinder.PathfinderDataModule",
+        "chunk_size": -1,
+        "max_steps": 125000,
+    },
+    "my_text": {"data": "tasks.data.text.TextDataModule", "chunk_size": -1, "max_steps": 2000},
 }
 
 
@@ -186,7 +194,9 @@ def test_standin_debug_and_unfinished_runs_are_left_out_and_named(tmp_path, capl
 
     with caplog.at_level(logging.WARNING):
         assert report.main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
-    assert f"left out 1 on stand-in data (data.synthetic=true; --include-standin): {standin}" in caplog.text
+    assert (
+        f"left out 1 run on stand-in data (data.synthetic=true; --include-standin): {standin}" in caplog.text
+    )
 
     # asked for, they are reported, each as its own group, and none of them next to a paper number
     groups, left_out = reported(tmp_path, True, True, True)
