@@ -59,6 +59,8 @@ class ArrayDataModule(SequenceDataModule):
     """Base for tasks cached as arrays; see the module docstring. Its storage replaces the base's Arrow tables:
     `write_cache` saves what `read_arrays` returns, `open_cache` maps it back (extras in `self.extras`)."""
 
+    HOOKS = (SequenceDataModule.HOOKS - {"read_split", "features"}) | {"read_arrays"}
+
     def read_arrays(self, folder: Path, out: Path) -> dict[str, np.ndarray]:
         """Raw files in `folder` → `input`, `label`, `split_{train,val,test}` and any extra arrays. `out` is the
         cache folder being written (it exists): a large array may be written there directly as `<name>.npy`

@@ -118,6 +118,17 @@ class SequenceDataModule(LightningDataModule):
         data_dir: the old name of `release_dir` (deprecated).
     """
 
+    # what a task may override (tests/tasks/test_base.py checks every datamodule): the class attributes below,
+    # the hooks, and `__init__` for its own options
+    HOOKS = frozenset(
+        {
+            "task", "release_folders", "split_files", "can_generate", "download_hint", "standin_description",
+            "read_split", "generate", "download_into", "has_source", "check_folder", "fallback_folders",
+            "generated_folder", "source_files", "token_options", "synthetic_options", "features", "transform",
+            "on_setup", "collate",
+        }
+    )  # fmt: skip
+
     task: str = ""
     release_folders: tuple[str, ...] = ()
     split_files: dict[str, str] = {}

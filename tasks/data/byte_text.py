@@ -23,6 +23,7 @@ class ByteTextDataModule(SequenceDataModule):
     Hook for subclasses, besides the base's: `train_texts(folder)`, every text of the train split (the character
     vocabulary is built from them)."""
 
+    HOOKS = SequenceDataModule.HOOKS | {"train_texts", "standin_defaults"}
     standin_defaults: dict[str, Any] = {}
 
     def __init__(

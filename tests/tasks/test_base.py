@@ -147,6 +147,37 @@ def test_hub_snapshots_in_repo_order(tmp_path: Path) -> None:
     ]
 
 
+def task_datamodules() -> list[type]:
+    import importlib
+    import pkgutil
+
+    import tasks.data
+
+    for info in pkgutil.iter_modules(tasks.data.__path__):
+        importlib.import_module(f"tasks.data.{info.name}")
+    found, todo = [], [SequenceDataModule]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub.__module__.startswith("tasks.data.") and sub.task:  # tasks, not the shared bases
+                found.append(sub)
+    return found
+
+
+def test_task_datamodules_override_only_documented_hooks() -> None:
+    """The base owns the flow: a task fills in hooks (SequenceDataModule.HOOKS) and its own options."""
+    modules = task_datamodules()
+    assert {m.__name__ for m in modules} >= {"ListOpsDataModule", "TextDataModule", "PathfinderDataModule"}
+    for module in modules:
+        parent = module.__mro__[1]
+        overridden = {name for name in vars(module) if hasattr(parent, name)} - {
+            "__init__",
+            "__doc__",
+            "__module__",
+        }
+        assert overridden <= parent.HOOKS, f"{module.__name__} overrides {sorted(overridden - parent.HOOKS)}"
+
+
 def test_sampler_resumes_mid_epoch() -> None:
     sampler = ResumableSampler(10, batch_size=3, seed=5)
     sampler.set_epoch(2)
