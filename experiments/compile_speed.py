@@ -1,6 +1,6 @@
 """`torch.compile` against eager: training-step time, peak memory and compile time of the Text classifiers.
 
-Each (model, eager or compiled) runs in its own fresh process (`experiments/measure.py`): one AdamW training step
+Each (model, eager or compiled) runs in its own fresh process (`experiments/harness.py`): one AdamW training step
 of the Text recipe's classifier on random byte tokens (`experiments.efficiency`'s step), the compiled one with
 `nn.Module.compile()` as `module.compile=true` does. The first compiled step (Dynamo capture, AOT autograd and
 inductor's code generation, from an empty inductor cache) is timed on its own as the compile time; the warm-up
@@ -21,21 +21,9 @@ from typing import Any
 
 import torch
 
-from experiments import efficiency
-from experiments.measure import (
-    Job,
-    add_common_arguments,
-    command_line,
-    default_device,
-    fmt,
-    fmt_ratio,
-    load_line,
-    machine_info,
-    markdown_table,
-    publish,
-    ratio,
-    run_job,
-)
+from experiments import efficiency, harness, publish
+from experiments.harness import Job, run_job
+from experiments.publish import fmt, fmt_ratio, markdown_table, ratio
 
 
 def build_step(options: dict[str, Any], device: torch.device):
@@ -59,9 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", choices=efficiency.MODELS, default=["MEGA", "Mega-chunk"])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024])
     parser.add_argument("--batch-size", type=int, default=2)
-    add_common_arguments(parser)
+    harness.add_arguments(parser)
+    publish.add_arguments(parser)
     args = parser.parse_args(argv)
-    args.device = args.device or default_device()
+    args.device = args.device or harness.default_device()
     return args
 
 
@@ -108,14 +97,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
                     fmt(compiled.get("compile_s")),
                 ]
             )
-    where = info.get("gpu") or f"{info['cpu']}, {args.threads} threads"
     return "\n".join(
         [
-            f"Command: `{command}`",
-            "",
-            f"- Date: {info['date']}; commit {info['commit']}; device {info['device']} ({where}); "
-            f"torch {info['torch']}",
-            load_line(info),
+            *publish.header(command, info, args.threads),
             f"- Batch {args.batch_size}; Text recipe classifiers in training mode; compile = first step from an "
             f"empty inductor cache; then {args.warmup} warm-up step(s), median of {args.repeats} timed steps",
             "",
@@ -139,11 +123,11 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
-    command = command_line("experiments.compile_speed", argv if argv is not None else sys.argv[1:])
-    info = machine_info(args.device)
+    command = publish.command_line("experiments.compile_speed", argv if argv is not None else sys.argv[1:])
+    info = publish.machine_info(args.device)
     print(f"compile_speed on {info['device']} ({info.get('gpu') or info['cpu']}): {command}", flush=True)
     rows = run(args)
-    publish(
+    publish.write(
         "compile_speed",
         report(rows, args, info, command),
         args,

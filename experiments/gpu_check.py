@@ -32,21 +32,9 @@ from typing import Any
 
 import torch
 
-from experiments import efficiency
-from experiments.measure import (
-    REPO_ROOT,
-    Job,
-    add_common_arguments,
-    command_line,
-    default_device,
-    fmt,
-    load_line,
-    machine_info,
-    markdown_table,
-    publish,
-    ratio,
-    run_job,
-)
+from experiments import efficiency, harness, publish
+from experiments.harness import REPO_ROOT, Job, run_job
+from experiments.publish import fmt, markdown_table, ratio
 
 SECTIONS = ("parity", "training", "efficiency", "recipes")
 RECIPES = sorted(
@@ -309,12 +297,8 @@ def efficiency_arguments(args: argparse.Namespace, full: bool) -> argparse.Names
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, info: dict[str, Any], command: str) -> str:
-    where = info.get("gpu") or f"{info['cpu']}, {args.threads} threads"
     lines = [
-        f"Command: `{command}`",
-        "",
-        f"- Date: {info['date']}; commit {info['commit']}; device {info['device']} ({where}); torch {info['torch']}",
-        load_line(info),
+        *publish.header(command, info, args.threads),
         f"- Scale: {args.scale}"
         + (" (reduced sizes: a check that the code runs, not figures)" if args.scale == "reduced" else ""),
     ]
@@ -355,7 +339,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, info: dict[str, An
     if "efficiency" in results:
         rows, eff_args = results["efficiency"]
         text = efficiency.report(rows, eff_args, info, "python -m experiments.efficiency")
-        body = text.split("\n\n", 1)[1]  # without its own command line: this is gpu_check's run
+        body = text.split("\n", len(publish.header(command, info, args.threads)))[-1]  # no second header
         lines += ["", "**Efficiency** (`experiments.efficiency`, fp32):", "", body]
     if "recipes" in results:
         rows = [
@@ -412,17 +396,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="bf16-mixed",
         help="of the recipe steps (trainer=gpu's)",
     )
-    add_common_arguments(parser, default_repeats=2)
+    harness.add_arguments(parser, repeats=2)
+    publish.add_arguments(parser)
     args = parser.parse_args(argv)
-    args.device = args.device or default_device()
+    args.device = args.device or harness.default_device()
     args.scale = args.scale or ("full" if args.device.startswith("cuda") else "reduced")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    command = command_line("experiments.gpu_check", argv if argv is not None else sys.argv[1:])
-    info = machine_info(args.device)
+    command = publish.command_line("experiments.gpu_check", argv if argv is not None else sys.argv[1:])
+    info = publish.machine_info(args.device)
     full = args.scale == "full"
     print(f"gpu_check on {info['device']} ({info.get('gpu') or info['cpu']}), {args.scale} scale: {command}")
     results: dict[str, Any] = {}
@@ -447,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload = {"machine": info, "command": command, **{k: v for k, v in results.items() if k != "efficiency"}}
     if "efficiency" in results:
         payload["efficiency"] = results["efficiency"][0]
-    publish("gpu_check", text, args, payload)
+    publish.write("gpu_check", text, args, payload)
     return results
 
 

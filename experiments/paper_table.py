@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.report import TASKS
+from experiments import paper
 from experiments.report import main as report_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,8 @@ MODELS = ("mega", "mega_chunk", "transformer")
 def available_tasks() -> list[str]:
     """Tasks with an experiment config, in the paper's order, then any other experiment with a `_chunk` variant."""
     names = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
-    return [t for t in TASKS if t in names] + sorted(n for n in names - set(TASKS) if f"{n}_chunk" in names)
+    ordered = [name for name in paper.experiments() if name in names and not name.endswith("_chunk")]
+    return ordered + sorted(n for n in names - set(ordered) if f"{n}_chunk" in names)
 
 
 def experiments_for(model: str, tasks: list[str]) -> list[str]:

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.data import SequenceDataModule, options_hash
+from tasks.data import download
+from tasks.data.base import SequenceDataModule, options_hash
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +210,10 @@ class ListOpsDataModule(SequenceDataModule):
     split_files = SPLIT_FILES
     can_generate = True
     download_hint = (
-        "The LRA release (lra_release.gz from google-research/long-range-arena) unpacks to "
-        "lra_release/lra_release/listops-1000/"
+        "Get the release with `python -m tasks.download listops` (or data.download=true): it takes "
+        "listops-1000/ from lra_release.gz (google-research/long-range-arena) into <data_dir>/lra_release/"
     )
+    standin_description = "a tiny set of our generator's expressions (depth <= 5, 10-64 tokens)"
 
     def __init__(self, generator: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -238,6 +240,9 @@ class ListOpsDataModule(SequenceDataModule):
             "seed": self.seed,
         }
 
+    def download_into(self, root: Path) -> None:
+        download.download_into(root, download.task_parts("listops"))
+
     def generated_folder(self) -> Path:
         if self.generator == LRA_GENERATOR:
             return self.root_dir / "listops-1000"
@@ -252,7 +257,7 @@ class ListOpsDataModule(SequenceDataModule):
             if differ:
                 raise ValueError(
                     f"{folder} was generated with other options ({', '.join(f'data.generator.{k}={used.get(k)}' for k in differ)}"
-                    f" vs {', '.join(str(self.generator.get(k)) for k in differ)} now): delete it or set data.data_dir "
+                    f" vs {', '.join(str(self.generator.get(k)) for k in differ)} now): delete it or set data.release_dir "
                     "to another folder"
                 )
 
