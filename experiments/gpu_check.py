@@ -432,7 +432,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload = {"machine": info, "command": command, **{k: v for k, v in results.items() if k != "efficiency"}}
     if "efficiency" in results:
         payload["efficiency"] = results["efficiency"][0]
-    publish.write("gpu_check", text, args, payload)
+    # its own section per device kind: a CPU run does not replace a GPU's table
+    publish.write(f"gpu_check_{torch.device(args.device).type}", text, args, payload)
     return results
 
 

@@ -33,7 +33,7 @@ def test_gpu_check_runs_on_cpu_at_reduced_sizes(tmp_path):
     assert recipe["length"] == 128 and recipe["batch_size"] == 1 and recipe["projected_hours"] > 0
     text = markdown.read_text()
     assert (
-        "<!-- gpu_check:start -->" in text
+        "<!-- gpu_check_cpu:start -->" in text
         and "**Parity**" in text
         and "| lra_listops_chunk | 1 | 128 |" in text
     )
