@@ -164,7 +164,8 @@ class RecomputedAttention(torch.autograd.Function):
         with torch.enable_grad():
             weights = attention_weights(*inputs, key_mask, causal, ctx.function)
         dropped = weights.detach()
-        grad_weights = torch.matmul(grad_out, value.transpose(-1, -2))
+        # dL/dW in the weights' dtype (float32 under autocast: the dropout scale is not rounded to half)
+        grad_weights = torch.matmul(grad_out, value.transpose(-1, -2)).to(weights.dtype)
         if ctx.seed is not None:
             dropped, grad_weights = drop_weights(dropped, ctx.dropout_p, ctx.seed, grad_weights)
         grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out) if ctx.needs_input_grad[2] else None

@@ -2,7 +2,8 @@
 
 On CPU, element dropout draws its mask from 16-bit fields of 64-bit random words (about 3× cheaper than
 `bernoulli_`) and keeps it as bool for the backward (a quarter of the float mask's memory). The drop
-probability is then round(p·2^16)/2^16 (0.1 → 0.100006) and kept values are scaled by 1/(1 − that).
+probability is then round(p·2^16)/2^16 (0.1 → 0.100006) and kept values are scaled by 1/(1 − that). Inside
+torch.compile'd graphs (and off CPU) it is F.dropout.
 """
 
 from __future__ import annotations

@@ -24,9 +24,10 @@ from mega.dropout import MaskedScale
 from mega.ema import CircularConvolution
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# the custom path's relative error may exceed the plain version's by this factor (rounding order differs);
-# measured worst case over the grids below: see the assertion messages (`pytest -v -s` prints them)
-TOLERANCE_FACTOR = 1.5
+# the custom path's relative error may exceed the plain version's by this factor (rounding order differs). Measured
+# worst case over these grids: 1.05 (softmax with stored half probabilities); taking the softmax backward in bf16
+# instead of fp32 reaches 1.17 and fails. `pytest -s` prints every pair of errors.
+TOLERANCE_FACTOR = 1.1
 # errors below this are round-off of the float32 reference itself (no comparison is meaningful there)
 FLOAT32_FLOOR = 1e-5
 
@@ -90,12 +91,17 @@ def check_against_plain(name: str, exact: torch.Tensor, custom: torch.Tensor, pl
 
 def attention_inputs(function: str, causal: bool, dropout: float, store: bool):
     generator = torch.Generator().manual_seed(0)
-    shapes = [(2, 3, 8, 4), (2, 3, 8, 4), (2, 3, 8, 6), (8, 8)]
+    shapes = [
+        (2, 3, 64, 8),
+        (2, 3, 64, 8),
+        (2, 3, 64, 6),
+        (64, 64),
+    ]  # rows long enough for round-off to add up
     tensors = [torch.randn(s, generator=generator).requires_grad_() for s in shapes]
-    key_mask = torch.ones(2, 3, 8, dtype=torch.bool)
-    key_mask[1, 2, 5:] = False
+    key_mask = torch.ones(2, 3, 64, dtype=torch.bool)
+    key_mask[1, 2, 40:] = False
     key_mask[1, 1] = False  # a chunk that is all padding
-    mask = torch.ones(8, 8, dtype=torch.bool).tril() if causal else None
+    mask = torch.ones(64, 64, dtype=torch.bool).tril() if causal else None
     return tensors, (*tensors, key_mask, mask, function, dropout, store)
 
 
