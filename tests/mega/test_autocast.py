@@ -160,18 +160,21 @@ def test_custom_function_as_accurate_as_plain_autograd(case: str, dtype: torch.d
 
 # ---------------------------------------------------------------- whole models
 
-BASE = dict(
-    vocab_size=30,
-    pad_token_id=0,
+SIZES = dict(
     hidden_size=16,
     num_hidden_layers=2,
     intermediate_size=24,
     shared_representation_size=8,
     nffn_hidden_size=24,
     ema_projection_size=4,
+    relative_positional_bias="simple",
+)
+BASE = dict(
+    SIZES,
+    vocab_size=30,
+    pad_token_id=0,
     max_positions=64,
     num_labels=3,
-    relative_positional_bias="simple",
     dropout_prob=0.1,
     hidden_dropout_prob=0.1,
     attention_probs_dropout_prob=0.1,
@@ -230,19 +233,7 @@ def test_mega_classifier_under_autocast(options: dict, dtype: torch.dtype, plain
     check_against_plain("gradients", exact[1], custom[1], plain[1])
 
 
-LM = dict(
-    vocab_size=40,
-    hidden_size=16,
-    num_hidden_layers=2,
-    intermediate_size=24,
-    shared_representation_size=8,
-    nffn_hidden_size=24,
-    ema_projection_size=4,
-    max_positions=32,
-    relative_positional_bias="simple",
-    add_cross_attention=True,
-    chunk_size=4,
-)
+LM = dict(SIZES, vocab_size=40, max_positions=32, add_cross_attention=True, chunk_size=4)
 
 
 def causal_lm() -> mega.MegaForCausalLM:
