@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS
-from mega.embeddings import build_embedding
+from mega.embeddings import build_embedding, embed_or_given
 from mega.heads import SequenceClassifier
 
 POSITION_EMBEDDINGS = ("sinusoidal", "learned")
@@ -39,6 +39,9 @@ class TransformerConfig:
     pooling: str = "cls"  # 'cls' prepends a learned <CLS> vector and reads its final state
     dual_encoder: bool = False
     pair_combine: str = "concat"
+    is_decoder: bool = (
+        False  # causal attention: position t attends to positions <= t (causal self-pretraining)
+    )
     layer_norm_eps: float = 1e-6
     # read by mega.embeddings.TokenEmbedding (no token types in LRA)
     add_token_type_embeddings: bool = False
@@ -84,6 +87,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        self.causal = config.is_decoder
         self.heads = config.num_attention_heads
         self.qkv = nn.Linear(config.hidden_size, 3 * config.attention_size)
         self.out = nn.Linear(config.attention_size, config.hidden_size)
@@ -95,8 +99,15 @@ class SelfAttention(nn.Module):
             self.qkv(x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         )  # 3 × [B, H, L, d]
         attn_mask = None if keep is None else keep[:, None, None, :]  # True = key takes part
+        if self.causal and attn_mask is not None:  # SDPA takes a mask or is_causal, not both
+            attn_mask = attn_mask & torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=self.causal and attn_mask is None,
         )
         return self.out(y.transpose(1, 2).reshape(batch, length, -1))
 
@@ -120,7 +131,9 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """encoder(input, mask=None) → [B, L, D] (L + 1 with pooling='cls': the <CLS> state comes first)."""
+    """encoder(input, mask=None) → [B, L, D] (L + 1 with pooling='cls': the <CLS> state comes first).
+
+    is_decoder=True makes every position attend only to itself and earlier positions (the <CLS> state first)."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -150,12 +163,19 @@ class TransformerEncoder(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, input: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """inputs_embeds [B, L, D]: used instead of embedding `input` (which still gives the shape)."""
         if input.dim() != 2:
             raise ValueError(
                 f"TransformerEncoder expects input of shape [batch, length], got {tuple(input.shape)}"
             )
-        x = self.embed(input)
+        x = embed_or_given(self.embed, input, inputs_embeds)
         keep = None if mask is None or bool(mask.all()) else mask.bool()
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.size(0), 1, -1), x], dim=1)
