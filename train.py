@@ -1,7 +1,8 @@
 """Train and test one model: `python train.py experiment=lra_listops [overrides]` (see README).
 
-seed → instantiate datamodule, module, callbacks, loggers, trainer (all by `_target_`) → fit → test the
-best-validation checkpoint → write results.json into the run dir → return the monitored metric (for sweepers).
+seed → instantiate datamodule, module, callbacks, loggers, trainer (all by `_target_`) → copy the encoder
+weights of `init_from` (self-pretraining, docs/spt.md) → fit → test the best-validation checkpoint → write
+results.json into the run dir → return the monitored metric (for sweepers).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.resolvers import register_resolvers
+from tasks.training.init_from import initialise_encoder
 from tasks.training.state import checkpoint_file, count_parameters
 
 log = logging.getLogger("train")
@@ -61,6 +63,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt = checkpoint_file(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     if ckpt is not None:
         log.info("Resuming from %s", ckpt)
+    # a resumed run holds the initialised weights already: only the record of the source run is read then
+    init_from = (
+        initialise_encoder(module.net, cfg.init_from, load=ckpt is None) if cfg.get("init_from") else None
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -79,6 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "experiment": cfg.get("name"),
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "val/acc_best": fit_metrics.get("val/acc_best"),
+        **{k: v for k, v in fit_metrics.items() if k.startswith("val/") and k.endswith("_best")},
         **{k: test_metrics.get(k) for k in ("test/acc", "test/loss")},
         **test_metrics,
         "params/total": counts["total"],
@@ -88,6 +95,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train/samples_per_second": module.samples_seen / module.train_time if module.train_time else None,
         "best_checkpoint": best or None,
         "run_dir": str(run_dir),
+        "init_from": init_from,
     }
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -85,14 +85,15 @@ def check_model_options(saved: dict[str, Any] | None, current: dict[str, Any] | 
         )
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """A .ckpt file as given, or the last checkpoint of a run dir (or of its checkpoints/ folder)."""
+def checkpoint_file(path: str | Path, option: str = "ckpt_path") -> Path:
+    """A .ckpt file as given, or the last checkpoint of a run dir (or of its checkpoints/ folder); errors name
+    `option`, the config option that gave the path."""
     given = Path(path)
     candidates = [given] if given.is_file() else [given / "checkpoints" / "last.ckpt", given / "last.ckpt"]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"ckpt_path={path}: no checkpoint at {' or '.join(str(c) for c in candidates)}")
+    raise FileNotFoundError(f"{option}={path}: no checkpoint at {' or '.join(str(c) for c in candidates)}")
 
 
 def run_dir_of(path: str | Path) -> Path:
