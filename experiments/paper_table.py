@@ -4,11 +4,14 @@
     python -m experiments.paper_table                        # 8 tasks × 2 models × 5 seeds, then the report
     python -m experiments.paper_table --tasks lra_text lra_image --seeds 1 2 --models mega transformer
     python -m experiments.paper_table -- hydra/launcher=slurm trainer=gpu   # extra overrides for every job
+    python -m experiments.paper_table --spt --models mega --tasks lra_image    # + self-pretrained runs (docs/spt.md)
 
 Each model is one Hydra multirun (so `hydra/launcher=slurm` sends all its jobs to the cluster at once). A failed
 job does not stop the others: Hydra runs the whole sweep and reports the failure at the end; this script goes on
 with the next multirun and lists the failures before it writes the report (`experiments.report`) of everything
-that finished.
+that finished. With `--spt`, every task with a self-pretraining experiment (`<task>_spt`) is also run as the
+chain of `experiments.spt` (pretraining, then fine-tuning from it) per model and seed, one after another on this
+machine, into `<out>/<model>_spt/<task>/seed<N>/`; the report puts them next to the same recipe from scratch.
 """
 
 from __future__ import annotations
@@ -67,6 +70,23 @@ def commands(
     return cmds
 
 
+def spt_commands(
+    models: list[str], tasks: list[str], seeds: list[int], out: Path, extra: list[str]
+) -> list[list[str]]:
+    """One `experiments.spt` chain per model, experiment with an `_spt` experiment, and seed."""
+    cmds = []
+    for model in models:
+        for experiment in experiments_for(model, tasks):
+            if not (CONF / "experiment" / f"{experiment}_spt.yaml").exists():
+                continue
+            for seed in seeds:
+                cmd = [sys.executable, "-m", "experiments.spt", f"experiment={experiment}", f"seed={seed}"]
+                if model == "transformer":
+                    cmd.append("model=transformer")
+                cmds.append([*cmd, *extra, "--dir", str(out / f"{model}_spt" / experiment / f"seed{seed}")])
+    return cmds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path("multirun/paper_table"), help="root of all sweep folders"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    parser.add_argument(
+        "--spt", action="store_true", help="also self-pretraining + fine-tuning chains (experiments.spt)"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides added to every job (after --)")
     args = parser.parse_args(argv)
 
@@ -91,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"no experiment config for {unknown} in {CONF / 'experiment'}; choose from {known}")
     cmds = commands(args.models, tasks, args.seeds, args.out, args.overrides)
+    if args.spt:
+        cmds += spt_commands(args.models, tasks, args.seeds, args.out, args.overrides)
     if args.dry_run:
         for cmd in cmds:
             print(shlex.join(cmd))

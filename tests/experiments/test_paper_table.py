@@ -54,3 +54,24 @@ def test_unknown_task_is_an_error(capsys):
     with pytest.raises(SystemExit):
         paper_table.main(["--dry-run", "--tasks", "lra_cifar"])
     assert "no experiment config for ['lra_cifar']" in capsys.readouterr().err
+
+
+def test_spt_adds_one_chain_per_task_model_and_seed(capsys):
+    cmds = dry_run(
+        capsys, "--spt", "--models", "mega", "transformer", "--tasks", "lra_text", "sc_raw", "--seeds", "1"
+    )
+    multiruns = [c for c in cmds if c[1] == "train.py"]
+    chains = [c[3:] for c in cmds if c[1:3] == ["-m", "experiments.spt"]]
+    assert len(multiruns) == 2 and len(cmds) == 5  # from scratch as without --spt, then the chains
+    assert chains == [
+        ["experiment=lra_text", "seed=1", "--dir", "multirun/paper_table/mega_spt/lra_text/seed1"],
+        ["experiment=sc_raw", "seed=1", "--dir", "multirun/paper_table/mega_spt/sc_raw/seed1"],
+        # the Transformer has no SC-Raw size
+        [
+            "experiment=lra_text",
+            "seed=1",
+            "model=transformer",
+            "--dir",
+            "multirun/paper_table/transformer_spt/lra_text/seed1",
+        ],
+    ]

@@ -386,3 +386,46 @@ def test_debug_presets_write_apart_and_mark_their_runs(preset):
         "${paths.log_dir}/debug/" in hydra["run"]["dir"]
         and "${paths.log_dir}/debug/" in hydra["sweep"]["dir"]
     )
+
+
+def started_from(folder, experiment, objective="masked", overrides=(), finished=True):
+    """Give a job folder's results.json the record train.py writes for `init_from=<pretraining run>`."""
+    results = json.loads((folder / "results.json").read_text())
+    results["init_from"] = {
+        "checkpoint": f"/elsewhere/{folder.name}/checkpoints/last.ckpt",  # a path of its own for every seed
+        "run_dir": f"/elsewhere/{folder.name}",
+        "experiment": experiment,
+        "overrides": [f"experiment={experiment}", *overrides],
+        "pretraining": {"objective": objective, "mask_rate": 0.5, "target": "tokens"},
+        "finished": finished,
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_self_pretrained_runs_stand_next_to_the_same_recipe_from_scratch(tmp_path):
+    for seed, acc in [(1, 0.90), (2, 0.92)]:
+        write_run(tmp_path, f"scratch/{seed}", "lra_text", seed, acc)
+        spt = write_run(
+            tmp_path, f"spt/{seed}", "lra_text", seed, acc + 0.02, [f"init_from=/elsewhere/{seed}"]
+        )
+        started_from(spt, "lra_text_spt", overrides=[f"seed={seed}"])
+    short = write_run(tmp_path, "spt_short/1", "lra_text", 1, 0.80, ["init_from=/elsewhere/short"])
+    started_from(short, "lra_text_spt", overrides=["trainer.max_steps=100"])
+    pretraining = write_run(tmp_path, "pretraining/1", "lra_text", 1, 0.30)
+    config = yaml.safe_load((pretraining / ".hydra" / "config.yaml").read_text())
+    config["module"] = {"_target_": "tasks.training.pretraining.PretrainingModule"}
+    (pretraining / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+
+    groups, left_out = reported(tmp_path)
+    assert [run.source for run in left_out["pretraining"]] == [str(pretraining)]
+    assert labels(groups) == [
+        ("Text", "MEGA", 2),
+        ("Text", "MEGA + SPT", 2),
+        ("lra_text", "MEGA + SPT (pretraining trainer.max_steps=100)", 1),
+    ]
+    text = report.markdown_report(groups, left_out, str(tmp_path))
+    header = next(line for line in text.splitlines() if line.startswith("| Task |"))
+    assert header.index("MEGA (ours)") < header.index("MEGA + SPT (ours)")
+    cells = table_row(text, "Text")
+    assert cells[1:3] == ["91.00 ± 1.41 (n=2)", "90.43"] and cells[3:5] == ["93.00 ± 1.41 (n=2)", "–"]
+    assert "| lra_text | MEGA + SPT (pretraining trainer.max_steps=100) | 80.00 (n=1) | 1 |" in text
