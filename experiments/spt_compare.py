@@ -3,10 +3,11 @@
     python -m experiments.spt_compare experiment=lra_pathfinder_demo --seeds 1 2 3 --pretrain-steps 150 \\
         --finetune-steps 150                    # from scratch: 300 updates; SPT: 150 pretraining + 150 fine-tuning
 
-Per seed: `train.py experiment=<e> seed=<s> trainer.max_steps=<P + F>` (from scratch) and the chain of
-`experiments.spt` (`<e>_spt` for P updates, then `<e>` for F updates from it), each in its own folder under `--out`
-(default `outputs/spt_compare/<e>`); finished runs are reused, killed ones resume. Prints and writes
-`<out>/comparison.md` (and .json): test accuracy of the best-validation checkpoint per seed, mean ± sample std.
+Per seed: `train.py experiment=<e> seed=<s> trainer.max_steps=<P + F>` (from scratch), the same with F updates
+(from scratch with only the fine-tuning budget: what the pretrained start adds), and the chain of `experiments.spt`
+(`<e>_spt` for P updates, then `<e>` for F updates from it), each in its own folder under `--out` (default
+`outputs/spt_compare/<e>`); finished runs are reused, killed ones resume. Prints and writes `<out>/comparison.md`
+(and .json): test accuracy of the best-validation checkpoint per seed, mean ± sample std.
 """
 
 from __future__ import annotations
@@ -51,12 +52,18 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for seed in args.seeds:
-        scratch = out / "scratch" / f"seed{seed}"
-        if stage_state(scratch) != "done":
-            overrides = [f"experiment={experiment}", f"seed={seed}", *shared, f"trainer.max_steps={total}"]
-            print(f"[compare] from scratch, seed {seed}: {total} updates", flush=True)
-            if subprocess_runner(stage_overrides(overrides, scratch)) != 0:
-                return 1
+        scratch, short = out / "scratch" / f"seed{seed}", out / "scratch_finetune_budget" / f"seed{seed}"
+        for run_dir, steps in ((scratch, total), (short, args.finetune_steps)):
+            if stage_state(run_dir) != "done":
+                overrides = [
+                    f"experiment={experiment}",
+                    f"seed={seed}",
+                    *shared,
+                    f"trainer.max_steps={steps}",
+                ]
+                print(f"[compare] from scratch, seed {seed}: {steps} updates", flush=True)
+                if subprocess_runner(stage_overrides(overrides, run_dir)) != 0:
+                    return 1
         chain = out / "spt" / f"seed{seed}"
         status = run_chain(
             experiment,
@@ -67,31 +74,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         if status != 0:
             return status
-        rows.append((seed, accuracy(scratch), accuracy(chain / "finetune"), accuracy(chain / "pretrain")[2]))
+        arms = [accuracy(scratch), accuracy(short), accuracy(chain / "finetune")]
+        rows.append((seed, arms, accuracy(chain / "pretrain")[2]))
 
     lines = [
-        f"{experiment}: from scratch {total} updates vs self-pretraining {args.pretrain_steps} + fine-tuning "
-        f"{args.finetune_steps} updates; test accuracy (%) of the best-validation checkpoint",
+        f"{experiment} {' '.join(shared)}: test accuracy (%) of the best-validation checkpoint (best validation "
+        "accuracy in brackets)",
         "",
-        "| seed | from scratch: test (val best) | SPT + fine-tuning: test (val best) | wall s: scratch / SPT chain |",
-        "|---|---|---|---|",
+        f"| seed | from scratch, {total} updates | from scratch, {args.finetune_steps} updates | SPT "
+        f"{args.pretrain_steps} + fine-tuning {args.finetune_steps} updates | wall s: scratch {total} / SPT chain |",
+        "|---|---|---|---|---|",
     ]
-    for seed, (s_test, s_val, s_wall), (f_test, f_val, f_wall), p_wall in rows:
-        lines.append(
-            f"| {seed} | {100 * s_test:.1f} ({100 * s_val:.1f}) | {100 * f_test:.1f} ({100 * f_val:.1f}) | "
-            f"{s_wall:.0f} / {p_wall + f_wall:.0f} |"
-        )
-    scratch_tests = [r[1][0] for r in rows]
-    spt_tests = [r[2][0] for r in rows]
-    lines.append(f"| mean ± std | {mean_std(scratch_tests)} | {mean_std(spt_tests)} | |")
+    for seed, arms, pretrain_wall in rows:
+        cells = " | ".join(f"{100 * test:.1f} ({100 * val:.1f})" for test, val, _ in arms)
+        lines.append(f"| {seed} | {cells} | {arms[0][2]:.0f} / {pretrain_wall + arms[2][2]:.0f} |")
+    names = ("scratch", "scratch_finetune_budget", "spt")
+    tests = {name: [arms[i][0] for _, arms, _ in rows] for i, name in enumerate(names)}
+    lines.append(f"| mean ± std | {' | '.join(mean_std(values) for values in tests.values())} | |")
     text = "\n".join(lines)
     print(text)
     (out / "comparison.md").write_text(text + "\n")
-    (out / "comparison.json").write_text(
-        json.dumps(
-            {"experiment": experiment, "overrides": shared, "scratch": scratch_tests, "spt": spt_tests}
-        )
-    )
+    (out / "comparison.json").write_text(json.dumps({"experiment": experiment, "overrides": shared, **tests}))
     return 0
 
 

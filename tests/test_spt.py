@@ -366,9 +366,19 @@ def test_spt_recipe_values(tmp_path, experiment):
     module = cfg.module
     assert (module.objective, module.mask_rate, module.target) == (objective, rate, target)
     assert (cfg.data.batch_size, cfg.trainer.accumulate_grad_batches) == (batch, accumulate)
-    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, list(cfg.optimizer.betas)) == (lr, decay, [0.9, 0.98])
-    assert (cfg.scheduler.warmup_steps, cfg.scheduler.warmup_power, cfg.trainer.max_steps) == (warmup, 1, updates)
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, list(cfg.optimizer.betas)) == (
+        lr,
+        decay,
+        [0.9, 0.98],
+    )
+    assert (cfg.scheduler.warmup_steps, cfg.scheduler.warmup_power, cfg.trainer.max_steps) == (
+        warmup,
+        1,
+        updates,
+    )
     assert cfg.scheduler.end_lr == cfg.optimizer.lr  # constant after the warm-up
     assert (cfg.monitor, cfg.monitor_mode, cfg.name) == ("val/loss", "min", experiment)
-    finetune = compose_config([f"experiment={experiment.removesuffix('_spt')}"], tmp_path / "ft", tmp_path / "data")
+    finetune = compose_config(
+        [f"experiment={experiment.removesuffix('_spt')}"], tmp_path / "ft", tmp_path / "data"
+    )
     assert cfg.model == finetune.model  # the fine-tuning run's model, so init_from loads it

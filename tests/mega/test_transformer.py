@@ -101,7 +101,12 @@ def test_dual_encoder_and_errors():
 def test_is_decoder_attends_only_to_earlier_positions(padded):
     torch.manual_seed(0)
     net = TransformerForSequenceClassification(
-        vocab_size=20, hidden_size=16, num_attention_heads=2, is_decoder=True, dropout_prob=0.0, pooling="mean"
+        vocab_size=20,
+        hidden_size=16,
+        num_attention_heads=2,
+        is_decoder=True,
+        dropout_prob=0.0,
+        pooling="mean",
     ).eval()
     x = torch.randint(1, 20, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.bool)
