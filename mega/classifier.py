@@ -10,6 +10,8 @@ from mega.heads import SequenceClassifier
 class MegaForSequenceClassification(SequenceClassifier):
     """net = MegaForSequenceClassification(**options); logits = net(input, mask, input2=None, mask2=None)."""
 
+    config_class = MegaConfig  # what its options are (train.py checks their types before building)
+
     def __init__(self, config: MegaConfig | None = None, **options) -> None:
         if config is None:
             config = MegaConfig(**options)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
+import numbers
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +88,7 @@ class MegaConfig:
     rmsnorm_discards_normalization: bool = False  # the port's RMSNorm only multiplies by its weight
 
     def __post_init__(self) -> None:
+        check_option_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.use_chunking is None:
             self.use_chunking = self.chunk_size > 0
         self.validate()
@@ -190,6 +195,46 @@ class MegaConfig:
     @classmethod
     def from_json_file(cls, path: str | Path) -> MegaConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _accepts(kind: Any, value: Any) -> bool:
+    """Whether `value` fits the annotation `kind` (int, float, bool, str, or a union of them with None)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_accepts(k, value) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:  # bool is an int subclass, but `chunk_size=true` is a mistake
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:  # an integer is a fine float (dropout_prob: 0)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind))
+    return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
+
+
+def check_option_types(config_class: type, options: dict[str, Any], prefix: str | None = None) -> None:
+    """Raise TypeError naming the first of `options` that the config dataclass `config_class` has no field for, or
+    whose value does not have the field's declared type (e.g. `MegaConfig.chunk_size='abc' has type str; expected
+    int`; `prefix` replaces the class name, e.g. "model"). Cheap: callers may check options before building
+    anything (train.py does, before its heavy imports)."""
+    hints = typing.get_type_hints(config_class)
+    name = prefix or config_class.__name__
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(config_class)})
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], hints, n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"its options: {', '.join(sorted(hints))}"
+        raise TypeError(f"{name} has no option {', '.join(unknown)} ({config_class.__name__}; {hint})")
+    for option, value in options.items():
+        if not _accepts(hints[option], value):
+            raise TypeError(
+                f"{name}.{option}={value!r} has type {type(value).__name__}; expected {_type_name(hints[option])}"
+            )
 
 
 def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -4,6 +4,7 @@ and classifier head, so that every task runs with either model."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS
+from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS, check_option_types
 from mega.embeddings import build_embedding
 from mega.heads import SequenceClassifier
 
@@ -46,6 +47,7 @@ class TransformerConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
+        check_option_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.attention_size is None:
             self.attention_size = self.hidden_size
         for option, value, allowed in (
@@ -176,6 +178,8 @@ class TransformerEncoder(nn.Module):
 
 class TransformerForSequenceClassification(SequenceClassifier):
     """net = TransformerForSequenceClassification(**options); logits = net(input, mask, input2=None, mask2=None)."""
+
+    config_class = TransformerConfig  # what its options are (train.py checks their types before building)
 
     def __init__(self, config: TransformerConfig | None = None, **options) -> None:
         if config is None:
