@@ -25,7 +25,6 @@ import dataclasses
 import logging
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tasks.data import pathfinder_generator as generator
 from tasks.data.pixels import PixelDataModule
+from tasks.data.processes import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def decode_images(samples: list[Sample], resolution: int, target: str | Path, wo
     ]
     workers = max(1, min(workers, len(chunks)))
     row = 0
-    with ProcessPoolExecutor(workers) if workers > 1 else generator.InlineExecutor() as pool:
+    with process_pool(workers) if workers > 1 else generator.InlineExecutor() as pool:
         for block in pool.map(_decode_chunk, chunks):
             images[row : row + len(block)] = block.reshape(len(block), -1)
             row += len(block)
@@ -213,14 +213,15 @@ class PathfinderDataModule(PixelDataModule):
         return (folder / "metadata").is_dir()
 
     def check_folder(self, folder: Path) -> None:
-        if not self.source_files(folder):
+        if not any((folder / "metadata").glob("*.npy")):
             raise FileNotFoundError(
                 f"{folder} has no metadata/*.npy files; point data.release_dir at the "
                 f"pathfinder{self.resolution}/{self.difficulty} folder of the release. {HOW_TO_GET}"
             )
 
     def source_files(self, folder: Path) -> list[Path]:
-        return sorted((folder / "metadata").glob("*.npy"))
+        # the metadata and every image it lists: a PNG replaced in place changes the cache key (one stat per file)
+        return sorted((folder / "metadata").glob("*.npy")) + [sample.path for sample in read_metadata(folder)]
 
     def style(self) -> generator.PathfinderStyle:
         """The stand-in's generator style; an unknown key in `synthetic_style` is a config error."""
