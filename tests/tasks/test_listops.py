@@ -126,7 +126,9 @@ def test_finds_release_layouts(tmp_path: Path, layout: str) -> None:
     folder = tmp_path / layout
     folder.mkdir(parents=True)
     for split in ("train", "val", "test"):
-        write_tsv(folder / f"basic_{split}.tsv", [("( ( ( [SM 4 ) 5 ) ] )", 9), ("( ( ( [MIN 4 ) 5 ) ] )", 4)])
+        write_tsv(
+            folder / f"basic_{split}.tsv", [("( ( ( [SM 4 ) 5 ) ] )", 9), ("( ( ( [MIN 4 ) 5 ) ] )", 4)]
+        )
     module = small_module(tmp_path)
     assert module.raw_folder() == folder
     module.prepare_data()
