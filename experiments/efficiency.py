@@ -1,4 +1,5 @@
-"""The paper's efficiency comparison: training speed and peak memory of Transformer, MEGA and Mega-chunk on Text.
+"""The paper's efficiency comparison: training speed and peak memory of Transformer, MEGA, Mega-chunk, Megalodon
+and Megalodon-chunk on Text.
 
 One training step = forward of the classifier on a batch of random byte tokens, cross-entropy, backward and an AdamW
 update, in training mode with each recipe's dropout. Every (model, length) runs in its own fresh process (see
@@ -36,14 +37,23 @@ from experiments.measure import (
     run_job,
 )
 
-# model -> (conf/arch/<family>/<recipe>.yaml): MEGA's App. D Text recipe, its chunk-128 variant, the LRA baseline
+# model -> (conf/arch/<family>/<recipe>.yaml): MEGA's App. D Text recipe, its chunk-128 variant, the LRA baseline,
+# and the Megalodon Text recipes (Megalodon App. C, c = 128)
 RECIPES = {
     "Transformer": ("transformer", "lra_text"),
     "MEGA": ("mega", "lra_text"),
     "Mega-chunk": ("mega", "lra_text_chunk"),
+    "Megalodon": ("megalodon", "lra_text"),
+    "Megalodon-chunk": ("megalodon", "lra_text_chunk"),
 }
 MODELS = tuple(RECIPES)
-# Paper Table 2, "Speed" and "Mem" columns (Text, length 4K, relative to the Transformer reproduced by the authors).
+CLASSIFIERS = {
+    "transformer": "TransformerForSequenceClassification",
+    "mega": "MegaForSequenceClassification",
+    "megalodon": "MegalodonForSequenceClassification",
+}
+# MEGA paper Table 2, "Speed" and "Mem" columns (Text, length 4K, relative to the authors' Transformer); the
+# Megalodon paper reports no such figures for its LRA models.
 PAPER = {"Transformer": (1.0, 1.0), "MEGA": (2.9, 0.31), "Mega-chunk": (5.5, 0.13)}
 LR, WEIGHT_DECAY = 0.004, 0.01  # Text recipe; only the update's cost matters here
 
@@ -69,10 +79,8 @@ def build_classifier(options: dict[str, Any], device: torch.device):
     """A step closure: one AdamW training step of the Text classifier on random tokens and labels."""
     import mega
 
-    if options["model"] == "Transformer":
-        net = mega.TransformerForSequenceClassification(**options["net"])
-    else:
-        net = mega.MegaForSequenceClassification(**options["net"])
+    family, _ = RECIPES[options["model"]]
+    net = getattr(mega, CLASSIFIERS[family])(**options["net"])
     net.to(device).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(options["seed"])
@@ -156,16 +164,16 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
     for model in args.models:
         row = _find(rows, model, reference)
         steps = ratio(1.0, row.get("median_s"))
-        paper_speed, paper_memory = PAPER[model]
+        paper_speed, paper_memory = PAPER.get(model, (None, None))
         paper_rows.append(
             [
                 model,
                 row.get("error") or fmt(steps),
                 fmt_ratio(ratio(base.get("median_s"), row.get("median_s"))),
-                f"{paper_speed:g}×",
+                "–" if paper_speed is None else f"{paper_speed:g}×",
                 fmt(row.get("peak_mib"), 4),
                 fmt_ratio(ratio(row.get("peak_mib"), base.get("peak_mib"))),
-                f"{paper_memory:g}×",
+                "–" if paper_memory is None else f"{paper_memory:g}×",
                 f"{row['params']:,}" if "params" in row else "–",
             ]
         )
@@ -188,7 +196,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
         f"- Batch {args.batch_size}, random byte tokens without padding; one step = forward, cross-entropy, "
         f"backward, AdamW update; {args.warmup} warm-up step(s), median of {args.repeats} timed steps",
         f"- Models: the Text recipes in conf/arch/ (MEGA and Mega-chunk c = "
-        f"{net_options('Mega-chunk', 1)['chunk_size']}: App. D; Transformer: the LRA baseline), training mode",
+        f"{net_options('Mega-chunk', 1)['chunk_size']}: App. D; Megalodon and Megalodon-chunk: Megalodon App. C; "
+        "Transformer: the LRA baseline), training mode",
         "",
         f"Text at length {reference}, relative to the Transformer (paper: Table 2, GPU):",
         "",
