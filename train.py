@@ -6,7 +6,6 @@ best-validation checkpoint → write results.json into the run dir → return th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -21,61 +20,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from tasks.module import count_parameters
+from tasks.resolvers import register_resolvers
+from tasks.training.state import checkpoint_file, count_parameters
 
 log = logging.getLogger("train")
 
 
-def checkpoint_file(path: str) -> Path:
-    """A .ckpt file as given, or the last checkpoint of a run dir (or of its checkpoints/ folder)."""
-    given = Path(path)
-    candidates = [given] if given.is_file() else [given / "checkpoints" / "last.ckpt", given / "last.ckpt"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"ckpt_path={path}: no checkpoint at {' or '.join(str(c) for c in candidates)}")
-
-
-def run_dir_of(path: str) -> Path:
-    """The run dir a checkpoint (file, checkpoints/ folder or run dir) belongs to."""
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    return folder.parent if folder.name == "checkpoints" else folder
-
-
-def resume_dir(ckpt_path: str | None, default: str) -> str:
-    """hydra.run.dir: the checkpoint's own run dir when resuming, else `default`."""
-    return str(run_dir_of(ckpt_path)) if ckpt_path else default
-
-
-def stable_id(run_dir: str) -> str:
-    """W&B run id derived from the absolute run dir: the same dir resumes the same W&B run."""
-    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
-
-
-def run_stamp(run_dir: str) -> str:
-    """Short readable run label: the last two parts of the run dir (e.g. `runs/2026-01-01_12-00-00` → time)."""
-    parts = Path(run_dir).parts
-    return parts[-1] if parts[-2:-1] == ("runs",) else "_".join(parts[-2:])
-
-
-def run_tags(task: str | None, model: str | None, extra: Any) -> list[str]:
-    """W&B tags: task and model variant, then the user's `tags`."""
-    return [str(t) for t in [task, model, *(extra or [])] if t]
-
-
-def or_default(value: Any, default: Any) -> Any:
-    """`value` unless it is null."""
-    return default if value is None else value
-
-
-for _name, _resolver in {
-    "resume_dir": resume_dir,
-    "stable_id": stable_id,
-    "run_stamp": run_stamp,
-    "run_tags": run_tags,
-    "or_default": or_default,
-}.items():
-    OmegaConf.register_new_resolver(_name, _resolver, replace=True)
+register_resolvers()
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -146,6 +97,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+def finish_wandb_run() -> None:
+    """End this job's W&B run, if a W&B logger started one: each job of a multirun must be its own W&B run."""
+    wandb = sys.modules.get("wandb")  # never imported when no W&B logger was configured
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
@@ -160,9 +118,7 @@ def main(cfg: DictConfig) -> float | None:
         )
         return cfg.failed_trial_value
     finally:
-        import wandb  # each job of a multirun must be its own W&B run
-
-        wandb.finish()
+        finish_wandb_run()
 
 
 if __name__ == "__main__":

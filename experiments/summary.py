@@ -19,7 +19,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import train  # noqa: F401  (registers the config resolvers train.py uses)
+from tasks.resolvers import register_resolvers
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 RECIPE_NODES = ("data", "model", "optimizer", "scheduler", "trainer")
@@ -27,6 +27,7 @@ RECIPE_NODES = ("data", "model", "optimizer", "scheduler", "trainer")
 
 def compose(overrides: list[str]) -> DictConfig:
     """The config train.py would run with these overrides (Hydra's compose API, `${hydra:...}` resolvable)."""
+    register_resolvers()
     GlobalHydra.instance().clear()
     with hydra.initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra.compose("config", overrides=overrides, return_hydra_config=True)

@@ -92,6 +92,11 @@ def _output(logits: torch.Tensor, loss: torch.Tensor | None, states: EncoderOutp
     return LMOutput(logits, loss, states.hidden_states, states.attentions, states.cross_attentions)
 
 
+def shift_for_next_token(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal-LM logits [B, L, V] and labels [B, L] aligned: position t predicts labels[t + 1]."""
+    return logits[:, :-1], labels[:, 1:]
+
+
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX
@@ -153,7 +158,7 @@ class MegaForCausalLM(_LanguageModel):
         )
         loss = None
         if labels is not None:
-            loss = _cross_entropy(logits[:, :-1], labels[:, 1:])
+            loss = _cross_entropy(*shift_for_next_token(logits, labels))
         return _output(logits, loss, states)
 
     def _check_cache(self, cache: DecoderCache, new_tokens: int, output_attentions: bool) -> None:

@@ -12,11 +12,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import train  # noqa: F401  (registers the config resolvers)
+from tasks.resolvers import register_resolvers
 
 # tests use tiny tensors: intra-op threads only add waiting, and on a busy machine each parallel region waits
 # for descheduled threads (a 3×16 Linear: 27 ms with 2 threads vs 9 µs with 1, load average 15 on 2 cores)
 torch.set_num_threads(1)
+register_resolvers()
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -1,6 +1,6 @@
 """The Appendix D recipes: official parameter counts, training values, the Transformer baseline, scale-out configs.
 
-Expected values are transcribed from the recipes doc (lra-recipes.md §2 and §3), independently of conf/.
+Expected values are transcribed from docs/recipes.md (#per-task-recipes, #parameter-counts), independently of conf/.
 """
 
 from __future__ import annotations
@@ -15,19 +15,7 @@ from omegaconf import OmegaConf
 
 from experiments import summary
 from tests.conftest import CONF_DIR, compose_config
-
-# Official parameter counts (lra-recipes.md §3): without the token embedding for token inputs (the vocabulary of
-# the binarized fairseq data differs from ours), everything for real-valued inputs.
-OFFICIAL_PARAMS = {
-    "lra_listops": 600_658, "lra_listops_chunk": 578_170,
-    "lra_text": 957_204, "lra_text_chunk": 926_212,
-    "lra_retrieval": 1_451_806, "lra_retrieval_chunk": 1_405_318,
-    "lra_image": 2_839_096, "lra_image_chunk": 2_824_760,
-    "lra_pathfinder": 1_386_874, "lra_pathfinder_chunk": 1_376_122,
-    "lra_pathx": 381_948, "lra_pathx_chunk": 283_644,
-    "sc_raw": 343_134, "sc_raw_chunk": 343_134,
-    "sc_raw_big": 475_890, "sc_raw_big_chunk": 475_890,
-}  # fmt: skip
+from tests.official import OFFICIAL_PARAMS
 
 # batch per step, update-freq, paper's effective batch, peak lr, weight decay, warm-up, updates, warm-up power
 TRAINING = {
@@ -36,7 +24,16 @@ TRAINING = {
     "lra_retrieval": (8, 8, 64, 0.003, 0.04, 10_000, 91_960, 1),
     "lra_image": (50, 1, 50, 0.01, 0.02, 9_000, 180_000, 1),
     "lra_pathfinder": (128, 1, 128, 0.01, 0.01, 50_000, 250_000, 1),
-    "lra_pathx": (16, 8, 128, 0.01, 0.01, 25_000, 125_000, 2),  # one device: 16 × 8 (§2.1)
+    "lra_pathx": (
+        16,
+        8,
+        128,
+        0.01,
+        0.01,
+        25_000,
+        125_000,
+        2,
+    ),  # one device: 16 × 8 (docs/recipes.md#path-x-on-one-device)
     "sc_raw": (20, 1, 20, 0.01, 0.01, 10_000, 250_000, 1),
     "sc_raw_big": (20, 1, 20, 0.008, 0.01, 10_000, 250_000, 1),
 }
@@ -87,12 +84,12 @@ def test_recipe_values(tmp_path, task, variant):
         updates,
         power,
     )
-    # shared by every recipe (lra-recipes.md §1)
+    # shared by every recipe (docs/recipes.md#shared-settings)
     assert cfg.optimizer._target_ == "torch.optim.AdamW" and list(cfg.optimizer.betas) == [0.9, 0.98]
     assert (
         cfg.optimizer.eps == 1e-8 and cfg.module.no_weight_decay == []
     )  # decoupled decay on every parameter
-    assert cfg.scheduler._target_ == "tasks.module.linear_decay"
+    assert cfg.scheduler._target_ == "tasks.training.optim.linear_decay"
     assert (cfg.scheduler.warmup_init_lr, cfg.scheduler.end_lr) == (1e-7, 0.0)
     assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (1.0, "norm")
     assert cfg.trainer.precision == "32-true"

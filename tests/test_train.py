@@ -13,8 +13,11 @@ import torch
 import wandb
 from omegaconf import DictConfig, open_dict
 
+import mega
 import train
-from tasks.module import cosine, linear_decay, parameter_groups
+from tasks.resolvers import resume_dir, stable_id
+from tasks.training.optim import cosine, linear_decay, parameter_groups
+from tasks.training.state import checkpoint_file, load_net, run_dir_of
 from tests.conftest import EXPERIMENTS, TINY_MODEL
 
 
@@ -98,7 +101,7 @@ def test_results_json_and_wandb_offline(make_cfg) -> None:
     ).exists()
     # the offline W&B run is named by the run dir's id and finished after the job
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
-    assert [p.name.endswith(train.stable_id(str(run_dir))) for p in wandb_runs] == [True]
+    assert [p.name.endswith(stable_id(str(run_dir))) for p in wandb_runs] == [True]
     assert wandb.run is None
 
 
@@ -144,18 +147,32 @@ def test_checkpoint_of_another_model_config_is_refused(make_cfg) -> None:
         run(other)
 
 
+def test_load_net_rebuilds_the_trained_network(make_cfg) -> None:
+    cfg = make_cfg("trainer.max_steps=2", "trainer.limit_train_batches=1", run="trained")
+    run(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    net = load_net(run_dir)  # the run dir's last.ckpt
+    assert isinstance(net, mega.MegaForSequenceClassification) and not net.training
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["net_class"] == "mega.classifier.MegaForSequenceClassification"
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(tensor, state["state_dict"][f"net.{name}"]), name
+    assert (
+        load_net(run_dir / "checkpoints" / "last.ckpt", mega.MegaForSequenceClassification).config
+        == net.config
+    )
+
+
 def test_checkpoint_paths_and_run_ids(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.write_bytes(b"")
-    assert train.checkpoint_file(str(tmp_path)) == last == train.checkpoint_file(str(last))
-    assert train.run_dir_of(str(last)) == tmp_path == train.run_dir_of(str(tmp_path))
-    assert train.resume_dir(None, "outputs/x") == "outputs/x"
-    assert (
-        train.stable_id(str(tmp_path)) == train.stable_id(str(tmp_path / ".")) != train.stable_id("elsewhere")
-    )
+    assert checkpoint_file(str(tmp_path)) == last == checkpoint_file(str(last))
+    assert run_dir_of(str(last)) == tmp_path == run_dir_of(str(tmp_path))
+    assert resume_dir(None, "outputs/x") == "outputs/x"
+    assert stable_id(str(tmp_path)) == stable_id(str(tmp_path / ".")) != stable_id("elsewhere")
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        train.checkpoint_file(str(tmp_path / "missing"))
+        checkpoint_file(str(tmp_path / "missing"))
 
 
 def test_weight_decay_groups() -> None:

@@ -1,16 +1,19 @@
-"""Parameter counts of the native model equal the official ones (lra-recipes.md §3, mega-model.md §14)."""
+"""Parameter counts of the native model equal the official ones (docs/recipes.md#parameter-counts: counted from the
+fairseq modules and arch defaults of facebookresearch/mega)."""
 
 from __future__ import annotations
 
 import pytest
 
 from mega import MegaForSequenceClassification
+from tests.official import OFFICIAL_PARAMS
 
 VOCAB = 20  # token tasks: totals are given as a constant + D·V
 
-# (options, total for full attention, total with the paper's MEGA-chunk, chunk); vocab part excluded
+# experiment → (options, the paper's Mega-chunk size); the totals are OFFICIAL_PARAMS[experiment] (full attention)
+# and OFFICIAL_PARAMS[experiment + "_chunk"], vocab part excluded
 RECIPES = {
-    "listops": (
+    "lra_listops": (
         dict(
             hidden_size=80,
             num_hidden_layers=6,
@@ -23,11 +26,9 @@ RECIPES = {
             max_positions=2002,
             num_labels=10,
         ),
-        600_658,
-        578_170,
         128,
     ),
-    "text": (
+    "lra_text": (
         dict(
             hidden_size=128,
             num_hidden_layers=4,
@@ -40,11 +41,9 @@ RECIPES = {
             max_positions=4002,
             num_labels=2,
         ),
-        957_204,
-        926_212,
         128,
     ),
-    "image": (
+    "lra_image": (
         dict(
             input_kind="real",
             hidden_size=160,
@@ -57,11 +56,9 @@ RECIPES = {
             num_labels=10,
             attention_activation="laplace",
         ),
-        2_839_096,
-        2_824_760,
         128,
     ),
-    "pathfinder": (
+    "lra_pathfinder": (
         dict(
             input_kind="real",
             hidden_size=128,
@@ -74,11 +71,9 @@ RECIPES = {
             num_labels=2,
             attention_activation="laplace",
         ),
-        1_386_874,
-        1_376_122,
         128,
     ),
-    "pathx": (
+    "lra_pathx": (
         dict(
             input_kind="real",
             hidden_size=64,
@@ -91,11 +86,9 @@ RECIPES = {
             num_labels=2,
             attention_activation="laplace",
         ),
-        381_948,
-        283_644,
         4096,
     ),
-    "sc_base": (
+    "sc_raw": (
         dict(
             input_kind="real",
             hidden_size=60,
@@ -108,11 +101,9 @@ RECIPES = {
             num_labels=10,
             attention_activation="laplace",
         ),
-        343_134,
-        343_134,
         1000,
     ),
-    "sc_big": (
+    "sc_raw_big": (
         dict(
             input_kind="real",
             hidden_size=72,
@@ -125,24 +116,17 @@ RECIPES = {
             num_labels=10,
             attention_activation="laplace",
         ),
-        475_890,
-        475_890,
         1000,
     ),
 }
 
 # Retrieval: Text's encoder with 6 layers, shared by both documents (classifier input = 2D)
-RECIPES["retrieval"] = (
-    dict(RECIPES["text"][0], num_hidden_layers=6, dual_encoder=True),
-    1_451_806,
-    1_405_318,
-    128,
-)
+RECIPES["lra_retrieval"] = (dict(RECIPES["lra_text"][0], num_hidden_layers=6, dual_encoder=True), 128)
 
 
 @pytest.mark.parametrize("task", RECIPES)
 def test_official_parameter_counts(task: str):
-    options, full, chunked, chunk = RECIPES[task]
+    (options, chunk), full, chunked = RECIPES[task], OFFICIAL_PARAMS[task], OFFICIAL_PARAMS[f"{task}_chunk"]
     options = dict(options, relative_positional_bias="simple", truncation=1024, ema_projection_size=16)
     if options.get("input_kind") != "real":
         options.update(vocab_size=VOCAB, pad_token_id=0)
@@ -160,6 +144,8 @@ def test_official_parameter_counts(task: str):
 
 
 def test_listops_layer_count():
-    options = dict(RECIPES["listops"][0], vocab_size=VOCAB, pad_token_id=0, relative_positional_bias="simple")
+    options = dict(
+        RECIPES["lra_listops"][0], vocab_size=VOCAB, pad_token_id=0, relative_positional_bias="simple"
+    )
     layer = MegaForSequenceClassification(**options).encoder.layers[0]
     assert sum(p.numel() for p in layer.parameters()) == 97_683

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks import image
+from tasks.data import image
 
 
 def _write_batch(path, data, labels, byte_keys=True):

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.data import ResumableSampler
-from tasks.listops import (
+from tasks.data.listops import (
     LRA_GENERATOR,
     OPERATORS,
     VOCAB,
@@ -149,7 +148,7 @@ def test_generates_when_absent_then_caches(tmp_path: Path) -> None:
     assert module.raw_folder() == generated
     # other generator options must not silently reuse the folder
     with pytest.raises(ValueError, match="data.generator.seed"):
-        small_module(tmp_path, data_dir=str(generated), generator={**SMALL, "seed": 4}).prepare_data()
+        small_module(tmp_path, release_dir=str(generated), generator={**SMALL, "seed": 4}).prepare_data()
     # a token-changing option gets its own cache
     small_module(tmp_path, max_length=30).prepare_data()
     assert len(list((tmp_path / "cache").iterdir())) == 2
@@ -165,16 +164,6 @@ def test_batches_follow_contract_one(tmp_path: Path) -> None:
     assert (batch["input"][~batch["mask"]] == 0).all() and (batch["input"][batch["mask"]] > 0).all()
     val_batches = list(module.val_dataloader())
     assert sum(len(b["label"]) for b in val_batches) == 50, "eval keeps the last partial batch"
-
-
-def test_sampler_resumes_mid_epoch() -> None:
-    sampler = ResumableSampler(10, batch_size=3, seed=5)
-    sampler.set_epoch(2)
-    full = list(sampler)
-    sampler.batches_done = 2
-    assert list(sampler) == full[6:] and len(sampler) == 10
-    sampler.set_epoch(3)
-    assert sampler.batches_done == 0 and sorted(sampler) == list(range(10)) and list(sampler) != full
 
 
 def test_synthetic_is_small_and_statistics_hold(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import train
-from tasks.lm import IGNORE_INDEX, TextFileDataModule, decode, encode
+from mega.lm import IGNORE_INDEX
+from tasks.data.text_file import TextFileDataModule
+from tasks.data.tokenizers import decode, encode
 from tests.test_train import shrink
 
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from tasks import pathfinder as pf
-from tasks import pathfinder_generator as gen
+from tasks.data import pathfinder as pf
+from tasks.data import pathfinder_generator as gen
 
 # A style in which the label can be read off the image: consecutive dashes are 1 px apart (so they touch after
 # pixelisation), while different paths keep margin 4 (so they never touch), and markers are the only bright pixels.
@@ -103,8 +103,8 @@ def test_released_layouts_are_found(tmp_path, prefix):
 
 def test_explicit_data_dir(tmp_path):
     folder = write_release(tmp_path / "elsewhere", {"0.npy": [line(0, 0, 1)]})
-    assert module(tmp_path, data_dir=str(folder)).raw_folder() == folder
-    assert module(tmp_path, data_dir=str(tmp_path / "elsewhere")).raw_folder() == folder
+    assert module(tmp_path, release_dir=str(folder)).raw_folder() == folder
+    assert module(tmp_path, release_dir=str(tmp_path / "elsewhere")).raw_folder() == folder
 
 
 def test_missing_data_names_expected_paths_and_how_to_get_it(tmp_path):
@@ -267,9 +267,8 @@ def test_datamodule_reads_release_skips_empty_and_caches(tmp_path, monkeypatch):
     (folder / "imgs/0/sample_7.png").write_bytes(b"")
     dm = module(tmp_path)
     dm.prepare_data()
-    assert dm.skipped == [str(folder / "imgs/0/sample_7.png")]
     dm.setup()
-    assert dm.extras["skipped_empty"].tolist() == dm.skipped
+    assert dm.extras["skipped_empty"].tolist() == [str(folder / "imgs/0/sample_7.png")]
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 41, "val": 4, "test": 4}
     batch = next(iter(dm.val_dataloader()))
     assert set(batch) == {"input", "label"}
@@ -304,7 +303,7 @@ def test_datamodule_synthetic_standin(tmp_path, caplog):
     dm = module(tmp_path, synthetic=True, synthetic_size=20, synthetic_style={"contour_length": 4})
     with caplog.at_level(logging.WARNING):
         dm.prepare_data()
-    assert "NOT the LRA benchmark" in caplog.text
+    assert "STAND-IN DATA" in caplog.text and "NOT the benchmark" in caplog.text
     dm.setup()
     assert sum(len(v) for v in dm.splits.values()) == 20
     with pytest.raises(ValueError, match="synthetic_style"):

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.retrieval import AAN_FILES, RetrievalDataModule, read_aan, topic_vocabularies, write_standin_aan
+from tasks.data.retrieval import (
+    AAN_FILES,
+    RetrievalDataModule,
+    read_aan,
+    topic_vocabularies,
+    write_standin_aan,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,7 +158,7 @@ def test_char_vocabulary_counts_both_columns(tmp_path):
 PEAK_ANON_MEMORY = """
 import sys, threading, time
 import datasets
-from tasks.retrieval import RetrievalDataModule
+from tasks.data.retrieval import RetrievalDataModule
 
 def anon_mb():  # private memory only: the Arrow cache's memory-mapped pages are page cache, not held data
     for line in open("/proc/self/status"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import speech
+from tasks.data import speech
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_reader_keeps_only_one_second_clips(tree, caplog):
     }
     short = sum(1 for w in speech.SC10_WORDS for p in (tree / w).glob("*.wav") if _frames(p) != 16000)
     assert short > 0  # the stand-in has short clips, so the drop rule is exercised
-    with caplog.at_level(logging.INFO, logger="tasks.speech"):
+    with caplog.at_level(logging.INFO, logger="tasks.data.speech"):
         clips, labels, names = speech.read_sc10(tree)
     assert f"dropped {short} shorter" in caplog.text
     assert clips.dtype == np.int16 and clips.shape == (len(names), 16000)

@@ -8,14 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tasks.text import (
-    ByteTokenizer,
-    CharTokenizer,
-    TextDataModule,
-    decode_bytes,
-    find_imdb,
-    write_standin_imdb,
-)
+from tasks.data.text import TextDataModule, imdb_source, write_standin_imdb
+from tasks.data.tokenizers import ByteTokenizer, CharTokenizer, decode_bytes
 
 NON_ASCII = "Ça a été «génial» — 映画 😀<br />"
 
@@ -31,6 +25,14 @@ def write_parquet(path, texts, labels):
     pq.write_table(pa.table({"text": texts, "label": labels}), path)
 
 
+def find_imdb(root, hub_cache, **options):
+    """The IMDB copy the datamodule finds under `root` (or in `hub_cache`)."""
+    folder = TextDataModule(
+        root_dir=str(root), vocab_size=257, hub_cache=str(hub_cache), **options
+    ).raw_folder()
+    return imdb_source(folder)
+
+
 def read_all(source, split):
     return [(text, label) for text, label, _ in source.read(split)]
 
@@ -40,7 +42,9 @@ def test_aclimdb_tree_labels_from_folders_ignores_unsup_counts_empty(tmp_path, c
     write_review(tmp_path, "train", "neg", "1_2.txt", b"bad \xff\xfe bytes")  # not UTF-8
     write_review(tmp_path, "train", "neg", "2_3.txt", b"  \n")  # empty review
     write_review(tmp_path, "train", "unsup", "3_0.txt", b"no label")
-    source = find_imdb(tmp_path, download=False, hub_cache=tmp_path / "hub")
+    for label in ("neg", "pos"):
+        write_review(tmp_path, "test", label, "0_1.txt", b"test")
+    source = find_imdb(tmp_path, tmp_path / "hub")
     assert source.kind == "aclimdb"
     with caplog.at_level(logging.WARNING):
         rows = read_all(source, "train")
@@ -53,9 +57,10 @@ def test_aclimdb_tree_labels_from_folders_ignores_unsup_counts_empty(tmp_path, c
 
 def test_aclimdb_missing_label_folder_names_it(tmp_path):
     write_review(tmp_path, "train", "pos", "0_9.txt", b"fine")
-    source = find_imdb(tmp_path, download=False, hub_cache=tmp_path / "hub")
+    for label in ("neg", "pos"):
+        write_review(tmp_path, "test", label, "0_1.txt", b"test")
     with pytest.raises(FileNotFoundError, match=r"aclImdb/train/neg"):
-        read_all(source, "train")
+        find_imdb(tmp_path, tmp_path / "hub")
 
 
 @pytest.mark.parametrize("layout", ["plain_text", "imdb/plain_text", "hub"])
@@ -67,7 +72,7 @@ def test_parquet_layouts(tmp_path, layout):
     )
     write_parquet(folder / "train-00000-of-00001.parquet", ["neg one", NON_ASCII], [0, 1])
     write_parquet(folder / "test-00000-of-00001.parquet", ["t"], [1])
-    source = find_imdb(tmp_path / "data", download=False, hub_cache=tmp_path / "hub")
+    source = find_imdb(tmp_path / "data", tmp_path / "hub")
     assert (source.kind, source.path) == ("parquet", folder)
     assert read_all(source, "train") == [("neg one", 0), (NON_ASCII, 1)]
     assert read_all(source, "test") == [("t", 1)]
@@ -76,7 +81,8 @@ def test_parquet_layouts(tmp_path, layout):
 def test_parquet_bad_label_and_missing_column_name_file_and_row(tmp_path):
     folder = tmp_path / "plain_text"
     write_parquet(folder / "train-00000-of-00001.parquet", ["a", "b"], [1, -1])
-    source = find_imdb(tmp_path, download=False, hub_cache=tmp_path / "hub")
+    write_parquet(folder / "test-00000-of-00001.parquet", ["t"], [1])
+    source = find_imdb(tmp_path, tmp_path / "hub")
     with pytest.raises(ValueError, match=r"train-00000-of-00001.parquet, row 1: label -1"):
         read_all(source, "train")
     pq.write_table(pa.table({"review": ["a"]}), folder / "train-00000-of-00001.parquet")
@@ -88,11 +94,30 @@ def test_parquet_bad_label_and_missing_column_name_file_and_row(tmp_path):
 
 def test_missing_imdb_names_every_place_and_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
-        find_imdb(tmp_path, download=False, hub_cache=tmp_path / "hub")
+        find_imdb(tmp_path, tmp_path / "hub")
     message = str(error.value)
     assert str(tmp_path / "aclImdb") in message and str(tmp_path / "plain_text") in message
     assert "data.download=true" in message and "data.synthetic=true" in message
-    assert find_imdb(tmp_path, download=True, hub_cache=tmp_path / "hub").kind == "hf"
+
+
+def test_download_writes_parquet_files_that_are_found_again(tmp_path, monkeypatch):
+    import datasets
+
+    calls = []
+
+    def load_dataset(name, split, cache_dir):
+        calls.append((name, split, cache_dir))
+        return datasets.Dataset.from_dict({"text": [f"{split} review", NON_ASCII], "label": [0, 1]})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    source = find_imdb(tmp_path, tmp_path / "hub", download=True, hf_cache_dir=str(tmp_path / "hf"))
+    assert (source.kind, source.path) == ("parquet", tmp_path / "imdb" / "plain_text")
+    assert calls == [("stanfordnlp/imdb", s, str(tmp_path / "hf")) for s in ("train", "test")]
+    assert read_all(source, "test") == [("test review", 0), (NON_ASCII, 1)]
+    monkeypatch.setattr(
+        datasets, "load_dataset", lambda *a, **k: pytest.fail("found on disk: no new download")
+    )
+    assert find_imdb(tmp_path, tmp_path / "hub", download=True).path == source.path
 
 
 def test_byte_tokenizer_is_lras_rule():
@@ -110,8 +135,8 @@ def test_char_tokenizer_is_s4s_vocabulary():
 
 
 def test_standin_tree_is_balanced_and_readable(tmp_path):
-    write_standin_imdb(tmp_path, num_train=8, num_test=4, seed=0, max_bytes=600)
-    source = find_imdb(tmp_path, download=False, hub_cache=tmp_path / "hub")
+    write_standin_imdb(tmp_path / "aclImdb", num_train=8, num_test=4, seed=0, max_bytes=600)
+    source = find_imdb(tmp_path, tmp_path / "hub")
     train = read_all(source, "train")
     assert sorted(label for _, label in train) == [0] * 4 + [1] * 4
     assert len(read_all(source, "test")) == 4
@@ -215,5 +240,5 @@ def test_synthetic_standin_is_said_loudly(tmp_path, caplog):
         module = text_module(
             tmp_path, synthetic=True, standin={"num_train": 20, "num_test": 10, "max_bytes": 400}
         )
-    assert "NOT the LRA benchmark" in caplog.text
+    assert "STAND-IN DATA" in caplog.text and "NOT the benchmark" in caplog.text
     assert (len(module.splits["train"]), len(module.splits["val"]), len(module.splits["test"])) == (18, 2, 10)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.data import SequenceDataModule, options_hash
+from tasks.data.base import SequenceDataModule, options_hash
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ class ListOpsDataModule(SequenceDataModule):
         "The LRA release (lra_release.gz from google-research/long-range-arena) unpacks to "
         "lra_release/lra_release/listops-1000/"
     )
+    standin_description = "a tiny set of our generator's expressions (depth <= 5, 10-64 tokens)"
 
     def __init__(self, generator: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -252,7 +253,7 @@ class ListOpsDataModule(SequenceDataModule):
             if differ:
                 raise ValueError(
                     f"{folder} was generated with other options ({', '.join(f'data.generator.{k}={used.get(k)}' for k in differ)}"
-                    f" vs {', '.join(str(self.generator.get(k)) for k in differ)} now): delete it or set data.data_dir "
+                    f" vs {', '.join(str(self.generator.get(k)) for k in differ)} now): delete it or set data.release_dir "
                     "to another folder"
                 )
 

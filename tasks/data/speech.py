@@ -2,8 +2,8 @@
 
 Reader of the Speech Commands v0.02 folder layout, the S4/MEGA selection (10 words, only clips of exactly one
 second) and split (stratified 70/15/15, or the official list files), normalisation from training statistics, a
-synthetic stand-in written in the released layout, and the datamodule. User docs: README "Image and Speech
-Commands data".
+synthetic stand-in written in the released layout, and the datamodule. Formats and sources:
+docs/data.md#speech-commands; usage: README "Image and Speech Commands data".
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.arrays import ArrayDataModule
+from tasks.data.arrays import ArrayDataModule
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ CLIP_SAMPLES = 16000
 LIST_FILES = {"val": "validation_list.txt", "test": "testing_list.txt"}
 HOW_TO_GET = (
     "download http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz and untar it into "
-    "data_dir/speech_commands_v0.02/ (the archive has no top folder), or run with data.synthetic=true for a "
+    "paths.data_dir/speech_commands_v0.02/ (the archive has no top folder), or run with data.synthetic=true for a "
     "stand-in (not the benchmark)"
 )
 
@@ -263,7 +263,7 @@ def write_standin(root: str | Path, clips_per_word: int = 60, seed: int = 0) -> 
 
 # --------------------------------------------------------------------------- datamodule
 
-SPLITS = ("stratified", "official")  # S4/MEGA's stratified 70/15/15, or the release's list files
+SPLIT_METHODS = ("stratified", "official")  # S4/MEGA's stratified 70/15/15, or the release's list files
 NORMALISATIONS = ("per_step", "global", "none")
 STD_EPSILON = 1e-5  # S4/MEGA divide by std + 1e-5
 
@@ -279,6 +279,7 @@ class SpeechDataModule(ArrayDataModule):
     task = "speech"
     release_folders = ("speech_commands_v0.02", "SpeechCommands/speech_commands_v0.02", "SpeechCommands")
     download_hint = f"To fix: {HOW_TO_GET}"
+    standin_description = "synthetic tone bursts written as a v0.02 tree of WAVs"
 
     def __init__(
         self,
@@ -289,8 +290,8 @@ class SpeechDataModule(ArrayDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**{"input_kind": "real", "num_classes": 10, "max_length": CLIP_SAMPLES, **kwargs})
-        if split not in SPLITS:
-            raise ValueError(f"data.split={split!r}: choose one of {list(SPLITS)}")
+        if split not in SPLIT_METHODS:
+            raise ValueError(f"data.split={split!r}: choose one of {list(SPLIT_METHODS)}")
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"data.normalisation={normalisation!r}: choose one of {list(NORMALISATIONS)}")
         if resolution < 1 or self.max_length != -(-CLIP_SAMPLES // resolution):
@@ -308,10 +309,10 @@ class SpeechDataModule(ArrayDataModule):
         return {"clips_per_word": self.synthetic_clips_per_word, "seed": self.seed}
 
     def generate(self, folder: Path, synthetic: bool) -> None:
-        log.warning(
-            "STAND-IN DATA (data.synthetic=true): synthetic tone bursts in the v0.02 layout, NOT Speech Commands"
-        )
         write_standin(folder, self.synthetic_clips_per_word, seed=self.seed)
+
+    def has_source(self, folder: Path) -> bool:
+        return any((folder / word).is_dir() for word in SC10_WORDS)
 
     def check_folder(self, folder: Path) -> None:
         missing = [word for word in SC10_WORDS if not (folder / word).is_dir()]
@@ -323,7 +324,7 @@ class SpeechDataModule(ArrayDataModule):
         lists = [folder / name for name in LIST_FILES.values() if (folder / name).is_file()]
         return [folder / word for word in SC10_WORDS] + lists
 
-    def read_arrays(self, folder: Path) -> dict[str, np.ndarray]:
+    def read_arrays(self, folder: Path, out: Path) -> dict[str, np.ndarray]:
         """`input` int16 [N, 16000], `label`, the split's row indices, and the training statistics
         `stat_mean` / `stat_std` of x/32768 (per time step [16000], global [1], or 0 / 1 for none)."""
         clips, labels, names = read_sc10(folder)
@@ -335,8 +336,7 @@ class SpeechDataModule(ArrayDataModule):
         splits = {f"split_{name}": index for name, index in rows.items()}
         return {"input": clips, "label": labels, **splits, "stat_mean": mean, "stat_std": std}
 
-    def setup(self, stage: str | None = None) -> None:
-        super().setup(stage)
+    def on_setup(self) -> None:
         step = slice(None, None, self.resolution)
         stats = (self.extras["stat_mean"], self.extras["stat_std"])
         self.mean, self.std = (torch.from_numpy(a[step] if a.size > 1 else a) for a in stats)

@@ -2,14 +2,13 @@
 
 Reader of the released CIFAR-10 python pickles (or a Hugging Face copy of `cifar10`), the greyscale conversions of
 the reference pipelines, the seeded 45k/5k split of S4/MEGA, a learnable stand-in written in the released layout,
-and the datamodule. User docs: README "Image and Speech Commands data".
+and the datamodule. Formats and sources: docs/data.md#image; usage: README "Image and Speech Commands data".
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.arrays import ArrayDataModule
+from tasks.data.base import hub_snapshots
+from tasks.data.pixels import PixelDataModule
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,9 @@ HF_REPOS = ("uoft-cs/cifar10", "cifar10")  # hub names of the same data set (new
 HOW_TO_GET = (
     "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and untar it into paths.data_dir "
     "(it creates cifar-10-batches-py/), or save a Hugging Face copy there "
-    "(`datasets.load_dataset('uoft-cs/cifar10').save_to_disk('<paths.data_dir>/cifar10')`), "
-    "or run with data.synthetic=true for a stand-in (not the benchmark)"
+    "(`datasets.load_dataset('uoft-cs/cifar10').save_to_disk('<paths.data_dir>/cifar10')`); a snapshot of "
+    "uoft-cs/cifar10 in the HF hub cache (data.hub_cache) is found too. Or run with data.synthetic=true for a "
+    "stand-in (not the benchmark)"
 )
 
 
@@ -134,18 +135,6 @@ def parquet_shards(folder: Path) -> dict[str, list[Path]]:
     return {split: sorted(folder.glob(f"**/{split}-*.parquet")) for split in ("train", "test")}
 
 
-def find_hub_snapshot(hub_cache: str | Path | None = None) -> Path | None:
-    """A snapshot of cifar10 in the Hugging Face hub cache (`datasets--uoft-cs--cifar10/snapshots/<rev>/`)."""
-    hub_cache = Path(
-        hub_cache or os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache" / "huggingface" / "hub"
-    )
-    for repo in HF_REPOS:
-        for snapshot in sorted(hub_cache.glob(f"datasets--{repo.replace('/', '--')}/snapshots/*")):
-            if all(parquet_shards(snapshot).values()):
-                return snapshot
-    return None
-
-
 def read_cifar(folder: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"train": 50k (batch order), "test": 10k} from `cifar-10-batches-py/`, an HF `save_to_disk` folder of
     cifar10, or an HF hub snapshot of its parquet shards. HF row order is believed to follow the pickle batches
@@ -233,17 +222,18 @@ def write_standin(folder: str | Path, train_size: int = 2000, test_size: int = 5
 # --------------------------------------------------------------------------- datamodule
 
 
-class ImageDataModule(ArrayDataModule):
+class ImageDataModule(PixelDataModule):
     """LRA Image: sequential greyscale CIFAR-10, 1024 pixels, 45k / 5k / 10k (S4/MEGA's seeded split).
 
-    input_kind="real": floats (p/255 − pixel_mean)/pixel_std (MEGA's --pixel-normalization 0.48 0.24);
-    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels; vocab_size 257).
-    greyscale="pil" (S4/MEGA: rounds) or "tf" (LRA: truncates; ±1 on about a quarter of the pixels).
+    Input rule (real: (p/255 − 0.48)/0.24 as MEGA's --pixel-normalization 0.48 0.24; tokens: p + 1):
+    `tasks.data.pixels`. greyscale="pil" (S4/MEGA: rounds) or "tf" (LRA: truncates; ±1 on about a quarter of the
+    pixels). Found as the released pickles, an HF `save_to_disk` copy, or an HF hub snapshot (`hub_cache`).
     """
 
     task = "image"
     release_folders = (CIFAR_FOLDER, f"cifar/{CIFAR_FOLDER}", "cifar10")
     download_hint = f"To fix: {HOW_TO_GET}"
+    standin_description = "class-patterned gratings written as CIFAR-10 pickles"
 
     def __init__(
         self,
@@ -256,21 +246,10 @@ class ImageDataModule(ArrayDataModule):
         hub_cache: str | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(
-            **{"input_kind": "real", "vocab_size": 257, "num_classes": 10, "max_length": 1024, **kwargs}
-        )
+        super().__init__(SIDE, pixel_mean, pixel_std, **{"num_classes": len(LABEL_NAMES), **kwargs})
         if greyscale not in GREYSCALE:
             raise ValueError(f"data.greyscale={greyscale!r}: choose one of {sorted(GREYSCALE)}")
-        if self.max_length != SIDE * SIDE:
-            raise ValueError(
-                f"data.max_length={self.max_length}: CIFAR-10 sequences are {SIDE * SIDE} pixels long"
-            )
-        if self.input_kind == "tokens" and self.vocab_size != 257:
-            raise ValueError(
-                f"data.vocab_size={self.vocab_size}: pixel tokens are 1..256 (0 = padding), set 257"
-            )
         self.greyscale = greyscale
-        self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
         self.split_seed = split_seed
         self.synthetic_sizes = tuple(synthetic_sizes)
         self.val_size = min(val_size, self.synthetic_sizes[0] // 10) if self.synthetic else val_size
@@ -283,24 +262,22 @@ class ImageDataModule(ArrayDataModule):
         return {"sizes": list(self.synthetic_sizes), "seed": self.seed}
 
     def generate(self, folder: Path, synthetic: bool) -> None:
-        log.warning(
-            "STAND-IN DATA (data.synthetic=true): class-patterned gratings in the CIFAR layout, NOT CIFAR-10"
-        )
         write_standin(folder, *self.synthetic_sizes, seed=self.seed)
 
-    def raw_folder(self) -> Path:
-        try:
-            return super().raw_folder()
-        except FileNotFoundError as missing:
-            snapshot = find_hub_snapshot(self.hub_cache)
-            if snapshot is None:
-                raise FileNotFoundError(f"{missing} No HF hub snapshot of cifar10 either.") from None
-            log.info("Reading CIFAR-10 from the Hugging Face hub cache: %s", snapshot)
-            return snapshot
+    def fallback_folders(self) -> list[Path]:
+        return hub_snapshots(HF_REPOS, self.hub_cache)
+
+    def has_source(self, folder: Path) -> bool:
+        pickles = any((folder / name).is_file() for name in (*TRAIN_BATCHES, TEST_BATCH))
+        return pickles or (folder / "dataset_dict.json").is_file() or any(parquet_shards(folder).values())
 
     def check_folder(self, folder: Path) -> None:
-        if not self.source_files(folder):
-            read_cifar(folder)  # raises naming the folder and what it should hold
+        if self.source_files(folder):
+            return
+        missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if not (folder / name).is_file()]
+        if len(missing) < len(TRAIN_BATCHES) + 1:
+            raise FileNotFoundError(f"{folder} lacks the CIFAR-10 batch(es) {missing}. To fix: {HOW_TO_GET}")
+        read_cifar(folder)  # raises naming the folder and what it should hold
 
     def source_files(self, folder: Path) -> list[Path]:
         pickles = [folder / name for name in (*TRAIN_BATCHES, TEST_BATCH)]
@@ -308,9 +285,10 @@ class ImageDataModule(ArrayDataModule):
             return pickles
         if (folder / "dataset_dict.json").is_file():
             return sorted(p for p in folder.rglob("*") if p.is_file())
-        return [p for paths in parquet_shards(folder).values() for p in paths]
+        shards = parquet_shards(folder)
+        return [p for paths in shards.values() for p in paths] if all(shards.values()) else []
 
-    def read_arrays(self, folder: Path) -> dict[str, np.ndarray]:
+    def read_arrays(self, folder: Path, out: Path) -> dict[str, np.ndarray]:
         """Grey `input` uint8 [N, 1024] and `label` over train + test; `split_val` is the seeded pick of
         `val_size` training images, `split_train` the rest, `split_test` the test batch."""
         splits = read_cifar(folder)
@@ -325,9 +303,3 @@ class ImageDataModule(ArrayDataModule):
             "split_val": val_rows,
             "split_test": np.arange(len(test_labels)) + len(train_labels),
         }
-
-    def transform(self, name: str, values: torch.Tensor) -> torch.Tensor:
-        """Grey values 0..255 → normalised floats, or token ids 1..256."""
-        if self.input_kind == "tokens":
-            return values + 1
-        return (values / 255.0 - self.pixel_mean) / self.pixel_std

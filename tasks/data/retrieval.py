@@ -1,7 +1,7 @@
 """Retrieval (LRA "Retrieval"): do two ACL Anthology Network papers cite each other? Two byte documents.
 
 Reader of the released `new_aan_pairs.{train,eval,test}.tsv` at the top (streamed row by row: the train file is
-several GB), tokenisation (LRA's byte rule from `tasks.text`), the learnable stand-in, and the datamodule last.
+several GB), tokenisation (LRA's byte rule, `tasks.data.tokenizers`), the learnable stand-in, and the datamodule last.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.text import STANDIN_WARNING, ByteTextDataModule, encode_bytes
+from tasks.data.byte_text import ByteTextDataModule
+from tasks.data.tokenizers import encode_bytes
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class RetrievalDataModule(ByteTextDataModule):
         "google-research/long-range-arena README) and unpack it into paths.data_dir: the files are "
         "lra_release/lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv"
     )
+    standin_description = "generated paper pairs, linked when both documents share a generated topic"
     standin_defaults = {"num_train": 400, "num_eval": 100, "num_topics": 4, "max_bytes": 600, "seed": 0}
 
     def __init__(self, **kwargs: Any) -> None:
@@ -155,11 +157,6 @@ class RetrievalDataModule(ByteTextDataModule):
 
     def generate(self, folder: Path, synthetic: bool) -> None:
         write_standin_aan(folder, **self.standin)
-
-    def raw_folder(self) -> Path:
-        if self.synthetic:
-            log.warning(STANDIN_WARNING, "Retrieval", "documents linked when they share a generated topic")
-        return super().raw_folder()
 
     def train_texts(self, folder: Path) -> Iterator[str]:
         return (

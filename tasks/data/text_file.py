@@ -1,6 +1,7 @@
-"""Language modelling on text files: a byte-level datamodule and the LightningModule (perplexity, samples).
+"""Language modelling on text files: the byte-level datamodule (the module is `tasks.training.language_model`).
 
-Tokens are bytes: id = byte + 1, 0 is padding (Contract 1), so any text or file works and vocab_size is 257.
+Tokens are bytes (`tasks.data.tokenizers`: id = byte + 1, 0 is padding), so any text or file works and vocab_size
+is 257.
 The files are read in order and joined with a newline; the byte stream is cut into train / val / test by
 fractions (the last `val_fraction + test_fraction` of it, contiguous), and each split into blocks of `seq_len`
 tokens that overlap by one, so that every next-token pair is predicted exactly once. LM batches extend
@@ -19,29 +20,15 @@ from typing import Any
 
 import datasets
 import torch
-from torch import nn
-from torchmetrics import MinMetric
-from torchmetrics.text import Perplexity
 
-from tasks.data import CACHE_VERSION, SPLITS, SequenceDataModule, pad_sequences
-from tasks.module import SequenceClassifier
+from mega.lm import IGNORE_INDEX
+from tasks.data.base import SequenceDataModule
+from tasks.data.loading import pad_sequences
+from tasks.data.tokenizers import encode
 
 log = logging.getLogger(__name__)
 
-VOCAB_SIZE = 257  # padding + 256 byte values
-IGNORE_INDEX = -100
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def encode(text: str | bytes) -> list[int]:
-    """Text (UTF-8) or bytes → token ids (byte + 1)."""
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    return [byte + 1 for byte in data]
-
-
-def decode(ids: Sequence[int]) -> str:
-    """Token ids → text; padding is dropped and invalid UTF-8 shows as U+FFFD."""
-    return bytes(i - 1 for i in ids if 0 < i <= 256).decode("utf-8", errors="replace")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class TextFileDataModule(SequenceDataModule):
@@ -67,7 +54,7 @@ class TextFileDataModule(SequenceDataModule):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("max_length", seq_len)
-        super().__init__(**kwargs)
+        super().__init__(release_dir=str(base_dir or PROJECT_ROOT), **kwargs)
         if seq_len < 2:
             raise ValueError(f"data.seq_len={seq_len} must be >= 2 (a block predicts its tokens 2..seq_len)")
         if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
@@ -78,13 +65,17 @@ class TextFileDataModule(SequenceDataModule):
         if self.max_length < seq_len:
             raise ValueError(f"data.max_length={self.max_length} is shorter than data.seq_len={seq_len}")
         self.files = [files] if isinstance(files, str) else list(files)
-        self.base_dir = Path(base_dir) if base_dir else PROJECT_ROOT
         self.seq_len, self.val_fraction, self.test_fraction = seq_len, val_fraction, test_fraction
 
     # ---- where the text is -----------------------------------------------------------------------------------------
 
-    def raw_folder(self) -> Path:
-        return super().raw_folder() if self.synthetic else self.base_dir
+    standin_description = "seeded sentences over a tiny vocabulary"
+
+    def has_source(self, folder: Path) -> bool:
+        return True  # the files are checked by `check_folder`
+
+    def check_folder(self, folder: Path) -> None:
+        self.source_files(folder)
 
     def source_files(self, folder: Path) -> list[Path]:
         """The files to read, in order: each pattern's matches sorted; a pattern matching nothing is an error."""
@@ -120,12 +111,6 @@ class TextFileDataModule(SequenceDataModule):
             "test_fraction": self.test_fraction,
         }
 
-    def cache_key(self, folder: Path) -> dict[str, Any]:
-        files = {
-            str(f.resolve()): [f.stat().st_size, f.stat().st_mtime_ns] for f in self.source_files(folder)
-        }
-        return {"version": CACHE_VERSION, "task": self.task, "files": files, **self.token_options()}
-
     def features(self) -> datasets.Features:
         return datasets.Features({"input": datasets.Sequence(datasets.Value("int32"))})
 
@@ -159,97 +144,3 @@ class TextFileDataModule(SequenceDataModule):
         if mask is not None:
             batch["mask"] = mask
         return batch
-
-
-class LanguageModel(SequenceClassifier):
-    """Next-token cross-entropy on LM batches; logs loss, perplexity and next-token accuracy per stage; samples
-    text from the model when training ends (logged, and written to `<run dir>/samples.txt`).
-
-    The optimizer groups, schedules, checkpoint checks, resume state and throughput logging are the
-    classification module's (tasks.module.SequenceClassifier); `num_classes` is the vocabulary size.
-
-    Args:
-        sample_prompts: texts to continue at the end of training ([] for none).
-        sample_tokens: bytes generated per prompt.
-        temperature, top_k: sampling options of MegaForCausalLM.generate.
-    """
-
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: Any,
-        scheduler: Any = None,
-        num_classes: int = VOCAB_SIZE,
-        no_weight_decay: Sequence[str] = (),
-        sample_prompts: Sequence[str] = (),
-        sample_tokens: int = 200,
-        temperature: float = 0.8,
-        top_k: int | None = 20,
-        sample_seed: int = 0,
-    ) -> None:
-        super().__init__(net, optimizer, scheduler, num_classes, no_weight_decay)
-        self.perplexity = nn.ModuleDict({f"{s}_ppl": Perplexity(ignore_index=IGNORE_INDEX) for s in SPLITS})
-        self.val_ppl_best = MinMetric()
-        self.sample_prompts, self.sample_tokens = list(sample_prompts), sample_tokens
-        self.temperature, self.top_k, self.sample_seed = temperature, top_k, sample_seed
-
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        labels = batch["label"]
-        out = self.net(batch["input"], attention_mask=batch.get("mask"), labels=labels)
-        logits, targets = out.logits[:, :-1], labels[:, 1:]
-        predicted = targets != IGNORE_INDEX
-        tokens = int(predicted.sum())
-        self.acc[f"{stage}_acc"](logits[predicted], targets[predicted])
-        self.perplexity[f"{stage}_ppl"](logits.float(), targets)
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            out.loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=tokens,
-            sync_dist=not on_step,
-        )
-        self.log(f"{stage}/acc", self.acc[f"{stage}_acc"], on_step=on_step, on_epoch=True, batch_size=tokens)
-        self.log(
-            f"{stage}/ppl",
-            self.perplexity[f"{stage}_ppl"],
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=tokens,
-        )
-        return out.loss
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        if self.trainer.sanity_checking:
-            return
-        self.val_ppl_best(self.perplexity["val_ppl"].compute())
-        self.log("val/ppl_best", self.val_ppl_best.compute(), prog_bar=True, sync_dist=True)
-
-    def on_fit_end(self) -> None:
-        if not self.sample_prompts or not self.trainer.is_global_zero:
-            return
-        generator = torch.Generator(device=self.device).manual_seed(self.sample_seed)
-        samples = []
-        for prompt in self.sample_prompts:
-            ids = torch.tensor([encode(prompt)], device=self.device)
-            out = self.net.generate(
-                ids,
-                self.sample_tokens,
-                do_sample=True,
-                temperature=self.temperature,
-                top_k=self.top_k,
-                generator=generator,
-            )
-            samples.append(decode(out[0].tolist()))
-        text = "\n\n".join(
-            f"--- sample {i + 1} (prompt {p!r}) ---\n{s}"
-            for i, (p, s) in enumerate(zip(self.sample_prompts, samples))
-        )
-        log.info("Samples after training (temperature %g, top_k %s):\n%s", self.temperature, self.top_k, text)
-        out_dir = Path(self.trainer.default_root_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "samples.txt").write_text(text + "\n")

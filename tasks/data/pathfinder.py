@@ -1,6 +1,6 @@
 """LRA Pathfinder (32×32) and Path-X (128×128): reader of the released files, packed array cache, splits, CLI.
 
-Released layout (shared `lra-data.md` §7.1), under `lra_release/lra_release/` as the tarball unpacks, or one
+Released layout (docs/data.md#pathfinder), under `lra_release/lra_release/` as the tarball unpacks, or one
 `lra_release/` less:
 
     pathfinder<R>/<difficulty>/metadata/<batch>.npy   plain text despite the extension, one line per image:
@@ -15,7 +15,7 @@ Decoding 200k PNGs is slow and opens many files, so the datamodule decodes them 
 Empty PNGs (the release has one, `pathfinder32/curv_baseline/imgs/0/sample_172.png`) are skipped, counted and
 logged, as LRA drops zero-byte images and S4/MEGA blacklist that file; any other unreadable image is an error.
 
-Generate data in the same layout: `python -m tasks.pathfinder generate --help`.
+Generate data in the same layout: `python -m tasks.data.pathfinder generate --help`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from tasks import pathfinder_generator as generator
-from tasks.arrays import ArrayDataModule
+from tasks.data import pathfinder_generator as generator
+from tasks.data.pixels import PixelDataModule
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ DECODE_CHUNK = 500  # images per unit of parallel decoding
 HOW_TO_GET = (
     "download lra_release.gz from https://github.com/google-research/long-range-arena and unpack it into "
     "paths.data_dir (`tar xzf lra_release.gz -C <data_dir>` gives <data_dir>/lra_release/lra_release/pathfinder32/), "
-    "generate our stand-in with `python -m tasks.pathfinder generate --out <data_dir>/lra_release`, "
+    "generate our stand-in with `python -m tasks.data.pathfinder generate --out <data_dir>/lra_release`, "
     "or run with data.synthetic=true (a small generated set, not the benchmark)"
 )
 
@@ -165,12 +165,10 @@ def split_indices(
     }
 
 
-class PathfinderDataModule(ArrayDataModule):
+class PathfinderDataModule(PixelDataModule):
     """Pathfinder (resolution 32) / Path-X (128): R·R pixels in row-major order, 2 classes, 80/10/10 split.
 
-    input_kind="real": floats (p/255 − pixel_mean)/pixel_std (S4/MEGA: 0.5 / 0.5, i.e. [−1, 1]);
-    input_kind="tokens": ids p + 1 in 1..256, 0 = padding (LRA feeds discrete pixels; vocab_size 257).
-    pool=p: average p×p pixels per batch (S4's option), sequences of (R/p)²; the cache keeps full images.
+    Input rule (real: (p/255 − 0.5)/0.5 as S4/MEGA, i.e. [−1, 1]; tokens: p + 1; `pool`): `tasks.data.pixels`.
     synthetic=true: `synthetic_size` images of our generator (LRA's style for the resolution with the
     `synthetic_style` overrides, e.g. {contour_length: 6}), written in the released layout and read like it.
     """
@@ -196,48 +194,28 @@ class PathfinderDataModule(ArrayDataModule):
     ) -> None:
         if resolution not in generator.PRESETS:
             raise ValueError(f"data.resolution={resolution}: choose one of {sorted(generator.PRESETS)}")
-        if pool < 1 or resolution % pool:
-            raise ValueError(f"data.pool={pool}: must be a divisor of data.resolution={resolution}")
-        length = (resolution // pool) ** 2
-        super().__init__(
-            **{"input_kind": "real", "vocab_size": 257, "num_classes": 2, "max_length": length, **kwargs}
-        )
-        if self.max_length != length:
-            raise ValueError(
-                f"data.max_length={self.max_length} but data.resolution={resolution} and data.pool={pool} "
-                f"give sequences of {length}: set data.max_length={length} (data=pathx sets it for 128)"
-            )
-        if self.input_kind == "tokens" and self.vocab_size != 257:
-            raise ValueError(
-                f"data.vocab_size={self.vocab_size}: pixel tokens are 1..256 (0 = padding), set 257"
-            )
-        self.resolution, self.pool = resolution, pool
+        super().__init__(resolution, pixel_mean, pixel_std, pool, **{"num_classes": 2, **kwargs})
+        self.resolution = resolution
         self.difficulty = generator.difficulty_name(difficulty)
         self.release_folders = (
-            f"pathfinder{resolution}/{self.difficulty}",
-            f"pathfinder/pathfinder{resolution}/{self.difficulty}",
-        )  # as released, as in S4
-        self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
+            f"pathfinder{resolution}/{self.difficulty}",  # as released
+            f"pathfinder/pathfinder{resolution}/{self.difficulty}",  # as in S4
+        )
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.synthetic_size, self.synthetic_seed = synthetic_size, synthetic_seed
         self.synthetic_style = dict(synthetic_style or {})
         self.decode_workers = decode_workers or os.cpu_count() or 1
-        self.skipped: list[str] = []
-        self._scratch: Path | None = None
+        self.standin_description = f"{synthetic_size} images of our Pathfinder generator"
 
     # ---- raw files ----------------------------------------------------------------------------------------------
 
-    def candidate_folders(self) -> list[Path]:
-        if (
-            self.data_dir is not None and not (self.data_dir / "metadata").is_dir()
-        ):  # a folder holding pathfinder<R>/
-            return [self.data_dir / name for name in self.release_folders]
-        return super().candidate_folders()
+    def has_source(self, folder: Path) -> bool:
+        return (folder / "metadata").is_dir()
 
     def check_folder(self, folder: Path) -> None:
         if not self.source_files(folder):
             raise FileNotFoundError(
-                f"{folder} has no metadata/*.npy files; point data.data_dir at the "
+                f"{folder} has no metadata/*.npy files; point data.release_dir at the "
                 f"pathfinder{self.resolution}/{self.difficulty} folder of the release. {HOW_TO_GET}"
             )
 
@@ -249,24 +227,13 @@ class PathfinderDataModule(ArrayDataModule):
         fields = {f.name for f in dataclasses.fields(generator.PathfinderStyle)}
         unknown = sorted(set(self.synthetic_style) - fields)
         if unknown:
-            raise ValueError(
-                f"data.synthetic_style: unknown option(s) {unknown}; choose from {sorted(fields)}"
-            )
+            raise ValueError(f"data.synthetic_style: unknown option(s) {unknown}; choose from {sorted(fields)}")
         return generator.style_for(self.resolution, self.difficulty, **self.synthetic_style)
 
     def synthetic_options(self) -> dict[str, Any]:
-        return {
-            "style": dataclasses.asdict(self.style()),
-            "size": self.synthetic_size,
-            "seed": self.synthetic_seed,
-        }
+        return {"style": dataclasses.asdict(self.style()), "size": self.synthetic_size, "seed": self.synthetic_seed}
 
     def generate(self, folder: Path, synthetic: bool) -> None:
-        log.warning(
-            "STAND-IN DATA (data.synthetic=true): %d images of our Pathfinder generator, NOT the LRA "
-            "benchmark",
-            self.synthetic_size,
-        )
         generator.write_dataset(
             folder, self.style(), self.synthetic_size, seed=self.synthetic_seed, workers=self.decode_workers
         )
@@ -274,19 +241,15 @@ class PathfinderDataModule(ArrayDataModule):
     # ---- array cache --------------------------------------------------------------------------------------------
 
     def token_options(self) -> dict[str, Any]:
-        return {
-            "resolution": self.resolution,
-            "split": [self.val_fraction, self.test_fraction, self.split_seed],
-        }
+        return {"resolution": self.resolution, "split": [self.val_fraction, self.test_fraction, self.split_seed]}
 
-    def read_arrays(self, folder: Path) -> dict[str, np.ndarray]:
-        """Pixels uint8 [N, R·R] decoded into a scratch memmap (Path-X is 3.3 GB), labels, the seeded split."""
+    def read_arrays(self, folder: Path, out: Path) -> dict[str, np.ndarray]:
+        """Pixels uint8 [N, R·R] decoded straight into the cache (Path-X is 3.3 GB), labels, the seeded split."""
         samples, skipped = drop_empty(read_metadata(folder))
         if not samples:
             raise ValueError(f"{folder}: the metadata lists no readable image")
         if skipped:
             log.warning("Pathfinder: skipped %d empty image(s) in %s", len(skipped), folder)
-        self.skipped = [str(p) for p in skipped]
         log.info(
             "decoding %d Pathfinder%d images from %s (%d workers)",
             len(samples),
@@ -294,33 +257,13 @@ class PathfinderDataModule(ArrayDataModule):
             folder,
             self.decode_workers,
         )
-        self.cache_root.mkdir(parents=True, exist_ok=True)
-        self._scratch = self.cache_root / f".pathfinder-decode-{os.getpid()}.npy"
         splits = split_indices(len(samples), self.val_fraction, self.test_fraction, self.split_seed)
         return {
-            "input": decode_images(samples, self.resolution, self._scratch, self.decode_workers),
+            "input": decode_images(samples, self.resolution, out / "input.npy", self.decode_workers),
             "label": np.array([s.label for s in samples], dtype=np.int64),
-            "skipped_empty": np.array(self.skipped, dtype=str),  # kept in the cache, in `extras` after setup
+            "skipped_empty": np.array([str(p) for p in skipped], dtype=str),  # in `extras` after setup
             **{f"split_{name}": rows for name, rows in splits.items()},
         }
-
-    def prepare_data(self) -> None:
-        try:
-            super().prepare_data()
-        finally:
-            if self._scratch is not None:
-                self._scratch.unlink(missing_ok=True)
-
-    def transform(self, name: str, values: torch.Tensor) -> torch.Tensor:
-        """Grey values 0..255 (average-pooled pool×pool, as S4's `pool`) → normalised floats, or token ids 1..256."""
-        if self.pool > 1:
-            side, p = self.resolution // self.pool, self.pool
-            pooled = values.float().view(-1, side, p, side, p).mean(dim=(2, 4)).flatten(1)
-            values = pooled.round().long() if self.input_kind == "tokens" else pooled
-        if self.input_kind == "tokens":
-            return values + 1
-        scale = 1.0 / (255.0 * self.pixel_std)  # (p/255 − mean)/std as one multiply and one in-place subtract
-        return (values * scale).sub_(self.pixel_mean / self.pixel_std)
 
 
 # --------------------------------------------------------------------------- command line
@@ -346,7 +289,7 @@ def _generate_command(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tasks.pathfinder", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tasks.data.pathfinder", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser(
         "generate",

@@ -1,4 +1,4 @@
-"""Our own Pathfinder generator: dashed curvy paths, two marker discs, distractors (shared `lra-data.md` §7.4-7.5).
+"""Our own Pathfinder generator: dashed curvy paths, two marker discs, distractors (docs/data.md#pathfinder).
 
 A scene holds two target paths A and B of `contour_length` dashes whose first dashes start `seed_distance` apart,
 plus short distractor paths. One disc marks the start of one target path; the other marks the end of the same path
@@ -84,7 +84,7 @@ class PathfinderStyle:
         ]
 
 
-# LRA's settings per resolution (`lra_benchmarks/data/pathfinder.py`, shared `lra-data.md` §7.3)
+# LRA's settings per resolution (google-research/long-range-arena `lra_benchmarks/data/pathfinder.py`)
 PRESETS: dict[int, PathfinderStyle] = {
     32: PathfinderStyle(
         32,

@@ -1,0 +1,136 @@
+"""What a training checkpoint holds besides the weights, and how to get a net back out of one.
+
+A checkpoint (`<run dir>/checkpoints/*.ckpt`, written by Lightning) holds the module's `state_dict` (the net's
+weights under the `net.` prefix), the optimizer and schedule, the loader position, and from `on_save_checkpoint`:
+`rng_states` (Python, NumPy, torch) so a resumed run draws the same numbers, `net_options` (the options the net was
+built with) and `net_class` (its import path), so `load_net` rebuilds the net without Hydra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+NET_PREFIX = "net."  # the LightningModules keep the network as `self.net`
+
+
+def count_parameters(net: nn.Module) -> dict[str, int]:
+    """{"total", "embedding"}: from the net's own `param_counts()` when it has one (Contract 2)."""
+    if hasattr(net, "param_counts"):
+        return dict(net.param_counts())
+    embedding = sum(p.numel() for m in net.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
+    return {"total": sum(p.numel() for p in net.parameters()), "embedding": embedding}
+
+
+def rng_states() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as plain types and tensors (loadable with weights_only=True)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of `rng_states`."""
+    random.setstate(states["python"])
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def options_of(net: nn.Module) -> dict[str, Any] | None:
+    """The options the net was built with, when it exposes them (`net.config.to_dict()` or a dataclass)."""
+    config = getattr(net, "config", None)
+    if config is None:
+        return None
+    if hasattr(config, "to_dict"):
+        return dict(config.to_dict())
+    if hasattr(config, "__dataclass_fields__"):
+        return {name: getattr(config, name) for name in config.__dataclass_fields__}
+    return None
+
+
+def changes_the_function(option: str) -> bool:
+    """Whether a model option changes what the trained weights compute (dropout rates do not: they may change
+    between training, fine-tuning and evaluation)."""
+    return "dropout" not in option
+
+
+def check_model_options(saved: dict[str, Any] | None, current: dict[str, Any] | None, what: str) -> None:
+    """Fail naming every model option (that changes the function) where `saved` and `current` differ."""
+    if saved is None or current is None:
+        return
+    differ = sorted(
+        k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k) and changes_the_function(k)
+    )
+    if differ:
+        details = ", ".join(
+            f"model.{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in differ
+        )
+        raise ValueError(
+            f"the checkpoint was trained with another model config ({details}); use the same model options {what}"
+        )
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A .ckpt file as given, or the last checkpoint of a run dir (or of its checkpoints/ folder)."""
+    given = Path(path)
+    candidates = [given] if given.is_file() else [given / "checkpoints" / "last.ckpt", given / "last.ckpt"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"ckpt_path={path}: no checkpoint at {' or '.join(str(c) for c in candidates)}")
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run dir a checkpoint (file, checkpoints/ folder or run dir) belongs to."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def net_class_name(net: nn.Module) -> str:
+    return f"{type(net).__module__}.{type(net).__qualname__}"
+
+
+def load_net(checkpoint: str | Path, net_class: type[nn.Module] | None = None) -> nn.Module:
+    """The network of a training checkpoint (a .ckpt file or a run dir: its last.ckpt), in eval mode.
+
+    The class comes from the checkpoint (`net_class`, recorded since this version; only classes of the `mega`
+    package are imported) or from the argument, e.g. for older checkpoints: `load_net(path, mega.MegaForCausalLM)`.
+    """
+    path = checkpoint_file(checkpoint)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    options = state.get("net_options")
+    if options is None:
+        raise ValueError(
+            f"{path} holds no net_options: it was not written by this project's training modules"
+        )
+    if net_class is None:
+        name = state.get("net_class")
+        if name is None:
+            raise ValueError(
+                f"{path} does not record its net class: pass it, e.g. load_net(path, mega.MegaForCausalLM)"
+            )
+        module_name, _, class_name = name.rpartition(".")
+        if module_name.split(".")[0] != "mega":
+            raise ValueError(f"{path}: net class {name} is not a class of the mega package; pass net_class")
+        net_class = getattr(importlib.import_module(module_name), class_name)
+    net = net_class(**options)
+    weights = {
+        k.removeprefix(NET_PREFIX): v for k, v in state["state_dict"].items() if k.startswith(NET_PREFIX)
+    }
+    net.load_state_dict(weights)
+    return net.eval()
