@@ -10,7 +10,8 @@ import pytest
 from hydra.utils import instantiate
 
 import train
-from tests.conftest import compose_config
+from mega.megalodon import CODE_VARIANT, MegalodonConfig
+from tests.conftest import CONF_DIR, compose_config
 
 TASKS = ["lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder", "lra_pathx", "sc_raw"]
 # chunk size (Megalodon, Megalodon-chunk): App. C.1 (c = 128, Path-X 4096; full attention otherwise), App. C.2 (SC)
@@ -36,6 +37,7 @@ TINY = {
     "norm_num_groups": 2,
 }
 SMOKE = {"lra_pathx": ["data.pool=8", "data.max_length=256"]}  # as tests/test_train.py
+DEMOS = sorted(p.stem for p in (CONF_DIR / "arch" / "megalodon").glob("*_demo.yaml"))
 
 
 def compose(tmp_path: Path, *overrides: str):
@@ -59,6 +61,23 @@ def test_recipe(tmp_path, task, model):
         assert cfg[node] == mega[node], node
 
 
+def test_every_demo_but_the_language_model_has_a_megalodon_size():
+    demos = {p.stem for p in (CONF_DIR / "experiment").glob("*_demo.yaml")} - {"lm_demo"}
+    assert set(DEMOS) == demos
+
+
+def test_code_variant_config_is_the_code_variant(tmp_path):
+    code = compose(tmp_path, "experiment=lra_text", "model=megalodon_code").model
+    paper = compose(tmp_path, "experiment=lra_text", "model=megalodon").model
+    assert {key: code[key] for key in CODE_VARIANT} == CODE_VARIANT
+    assert {key: paper[key] for key in CODE_VARIANT} == {
+        key: field.default for key, field in MegalodonConfig.__dataclass_fields__.items() if key in CODE_VARIANT
+    }
+    assert {k: v for k, v in code.items() if k not in CODE_VARIANT} == {
+        k: v for k, v in paper.items() if k not in CODE_VARIANT
+    }
+
+
 def test_chunk_model_equals_chunk_experiment(tmp_path):
     by_model = compose(tmp_path, "experiment=lra_text", "model=megalodon_chunk").model
     by_experiment = compose(tmp_path, "experiment=lra_text_chunk", "model=megalodon").model
@@ -70,8 +89,13 @@ def run(cfg) -> dict:
     return json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
 
 
-@pytest.mark.parametrize("experiment", [*TASKS, "lra_listops_demo", "lra_text_demo", "lra_retrieval_demo"])
-@pytest.mark.parametrize("tiny", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["tiny", "paper"])
+# `make test`: each task at tiny sizes and the ListOps demo; slow: the recipes' own sizes, and the other demos
+FAST = [*TASKS, "lra_listops_demo"]
+SLOW = [(e, False) for e in [*TASKS, *DEMOS]] + [(e, True) for e in DEMOS if e not in FAST]
+RUNS = [(e, True) for e in FAST] + [pytest.param(*run, marks=pytest.mark.slow) for run in SLOW]
+
+
+@pytest.mark.parametrize("experiment, tiny", RUNS)
 def test_trains_a_few_steps(make_cfg, experiment, tiny):
     sizes = [f"model.{key}={value}" for key, value in TINY.items()] if tiny else []
     cfg = make_cfg(
