@@ -4,9 +4,9 @@
     python -m experiments.report wandb:ENTITY/PROJECT          # finished runs of a W&B project (online)
     python -m experiments.report outputs/ --out report/        # where report.md and report.png go
 
-A run is identified by its experiment name (`lra_text`, `lra_text_chunk`, ...), its model (`model=transformer`),
-its chunk size (one that is not the paper's, e.g. `model.chunk_size=64`, gets its own column) and its seed; the
-score is `test/acc` (best-validation checkpoint).
+A run is identified by its experiment name (`lra_text`, `lra_text_chunk`, ...), its model (`model=transformer`,
+`model=megalodon`, `model=megalodon_chunk`), its chunk size (one that is not the paper's, e.g. `model.chunk_size=64`,
+gets its own column) and its seed; the score is `test/acc` (best-validation checkpoint).
 """
 
 from __future__ import annotations
@@ -38,23 +38,31 @@ TASKS = {
     "sc_raw_big": "SC-Raw big",
 }
 LRA_TASKS = [t for t in TASKS if t.startswith("lra_")]
-MODELS = ["MEGA", "MEGA-chunk", "Transformer"]
+MODELS = ["MEGA", "MEGA-chunk", "Megalodon", "Megalodon-chunk", "Transformer"]
 FAILED = "✗"  # the paper's mark for chance-level or out-of-memory
 
 # Test accuracy (%) from the MEGA paper: Table 2 (LRA; MEGA rows are 5-seed means; "Transformer" is XFM‡, the
-# authors' reproduction) and Table 4 (SC-Raw; base is itself MEGA-chunk with c = 1000; XFM ran out of memory).
+# authors' reproduction) and Table 4 (SC-Raw; base is itself MEGA-chunk with c = 1000; XFM ran out of memory);
+# Megalodon and Megalodon-chunk from the Megalodon paper (arXiv 2404.08801): Table 6 (LRA) and Table 7 (SC-Raw).
 PAPER: dict[str, dict[str, float | str]] = {
-    "lra_listops": {"MEGA": 63.14, "MEGA-chunk": 58.76, "Transformer": 37.11},
-    "lra_text": {"MEGA": 90.43, "MEGA-chunk": 90.19, "Transformer": 65.21},
-    "lra_retrieval": {"MEGA": 91.25, "MEGA-chunk": 90.97, "Transformer": 79.14},
-    "lra_image": {"MEGA": 90.44, "MEGA-chunk": 85.80, "Transformer": 42.94},
-    "lra_pathfinder": {"MEGA": 96.01, "MEGA-chunk": 94.41, "Transformer": 71.83},
-    "lra_pathx": {"MEGA": 97.98, "MEGA-chunk": 93.81, "Transformer": FAILED},
-    "sc_raw": {"MEGA": 96.92, "MEGA-chunk": 96.92, "Transformer": FAILED},
+    "lra_listops": {"MEGA": 63.14, "MEGA-chunk": 58.76, "Megalodon": 63.79, "Megalodon-chunk": 62.23, "Transformer": 37.11},
+    "lra_text": {"MEGA": 90.43, "MEGA-chunk": 90.19, "Megalodon": 90.48, "Megalodon-chunk": 90.53, "Transformer": 65.21},
+    "lra_retrieval": {"MEGA": 91.25, "MEGA-chunk": 90.97, "Megalodon": 91.76, "Megalodon-chunk": 91.74, "Transformer": 79.14},
+    "lra_image": {"MEGA": 90.44, "MEGA-chunk": 85.80, "Megalodon": 89.42, "Megalodon-chunk": 87.11, "Transformer": 42.94},
+    "lra_pathfinder": {"MEGA": 96.01, "MEGA-chunk": 94.41, "Megalodon": 98.13, "Megalodon-chunk": 96.89, "Transformer": 71.83},
+    "lra_pathx": {"MEGA": 97.98, "MEGA-chunk": 93.81, "Megalodon": 98.17, "Megalodon-chunk": 97.21, "Transformer": FAILED},
+    "sc_raw": {"MEGA": 96.92, "MEGA-chunk": 96.92, "Megalodon": 98.14, "Transformer": FAILED},  # Megalodon: c = 1000
     "sc_raw_big": {"MEGA": 97.30},
+}  # fmt: skip
+PAPER_LRA_AVG = {
+    "MEGA": 88.21,
+    "MEGA-chunk": 85.66,
+    "Megalodon": 88.63,
+    "Megalodon-chunk": 87.62,
+    "Transformer": 59.24,
 }
-PAPER_LRA_AVG = {"MEGA": 88.21, "MEGA-chunk": 85.66, "Transformer": 59.24}
-# the paper's chunk size per task: (MEGA, MEGA-chunk); -1 = full attention (paper §4.1, App. D.3)
+# the paper's chunk size per task: (MEGA, MEGA-chunk); -1 = full attention (paper §4.1, App. D.3); Megalodon's are
+# the same (Megalodon App. C.1: c = 128, Path-X 4096; C.2: SC-Raw 1000)
 PAPER_CHUNK = {task: (-1, 128) for task in LRA_TASKS} | {
     "lra_pathx": (-1, 4096),
     "sc_raw": (1000, 1000),
@@ -113,11 +121,13 @@ def identify(result: dict, config: dict | None = None, source: str = "") -> Run 
     chunked = experiment.endswith("_chunk")
     task = experiment.removesuffix("_chunk")
     target = str(overrides.get("model") or _lookup(config, "model._target_") or "")
+    chunk = overrides.get("model.chunk_size", _lookup(config, "model.chunk_size"))
     if "transformer" in target.lower():
         model = "Transformer"
+    elif "megalodon" in target.lower():
+        model = _megalodon_column(task, chunk, chunked or target.endswith("_chunk"))
     else:
         model = "MEGA-chunk" if chunked else "MEGA"
-        chunk = overrides.get("model.chunk_size", _lookup(config, "model.chunk_size"))
         paper_chunk = PAPER_CHUNK.get(task, (None, None))[chunked]
         if chunk is not None and paper_chunk is not None and int(chunk) != paper_chunk:
             model = f"MEGA (c={chunk})"  # a chunk-size sweep is its own column, not the paper's MEGA-chunk
@@ -128,6 +138,21 @@ def identify(result: dict, config: dict | None = None, source: str = "") -> Run 
     return Run(
         source=source, task=task, model=model, seed=None if seed is None else int(seed), metrics=metrics
     )
+
+
+def _megalodon_column(task: str, chunk, chunked: bool) -> str:
+    """Megalodon or Megalodon-chunk by the run's chunk size (the paper's two for the task), else its own column.
+
+    Without a known chunk size, the experiment name or `model=megalodon_chunk` decides. SC-Raw has one model.
+    """
+    full, chunk_variant = PAPER_CHUNK.get(task, (None, None))
+    if chunk is None:
+        return "Megalodon-chunk" if chunked and full != chunk_variant else "Megalodon"
+    if int(chunk) == full:
+        return "Megalodon"
+    if int(chunk) == chunk_variant:
+        return "Megalodon-chunk"
+    return f"Megalodon (c={chunk})"
 
 
 def load_local(root: Path) -> list[Run]:
@@ -225,7 +250,8 @@ def markdown_table(runs: list[Run]) -> str:
     lines += ["", params_table(runs, tasks, models)]
     lines.append(
         "\nTest accuracy (%) of the best-validation checkpoint. Paper: MEGA, ICLR 2023, Table 2 (LRA; Transformer ="
-        " XFM‡, the authors' reproduction) and Table 4 (SC-Raw). ✗ = chance level or out of memory. LRA avg is"
+        " XFM‡, the authors' reproduction) and Table 4 (SC-Raw); Megalodon, arXiv 2404.08801, Table 6 (LRA) and"
+        " Table 7 (SC-Raw). ✗ = chance level or out of memory. LRA avg is"
         " over all six LRA tasks, Path-X included, as in the paper; shown only when all six have runs."
     )
     return "\n".join(lines)

@@ -71,7 +71,9 @@ def test_code_variant_config_is_the_code_variant(tmp_path):
     paper = compose(tmp_path, "experiment=lra_text", "model=megalodon").model
     assert {key: code[key] for key in CODE_VARIANT} == CODE_VARIANT
     assert {key: paper[key] for key in CODE_VARIANT} == {
-        key: field.default for key, field in MegalodonConfig.__dataclass_fields__.items() if key in CODE_VARIANT
+        key: field.default
+        for key, field in MegalodonConfig.__dataclass_fields__.items()
+        if key in CODE_VARIANT
     }
     assert {k: v for k, v in code.items() if k not in CODE_VARIANT} == {
         k: v for k, v in paper.items() if k not in CODE_VARIANT
