@@ -2,7 +2,7 @@
 
 One training step (forward + backward of the encoder, in training mode) for both implementations with the same
 configuration, at each length with full attention and with chunking. Every (implementation, length, attention)
-configuration runs in its own fresh process (see `experiments/measure.py`), and the two implementations alternate
+configuration runs in its own fresh process (`experiments.harness.run_job`), and the two implementations alternate
 which goes first from one configuration to the next, so that neither profits from the other's freed pages or from
 a quieter moment of the machine.
 
@@ -19,20 +19,9 @@ from typing import Any
 
 import torch
 
-from experiments.measure import (
-    Job,
-    add_common_arguments,
-    command_line,
-    default_device,
-    fmt,
-    fmt_ratio,
-    load_line,
-    machine_info,
-    markdown_table,
-    publish,
-    ratio,
-    run_job,
-)
+from experiments import harness, publish
+from experiments.harness import Job, run_job
+from experiments.publish import fmt, fmt_ratio, markdown_table, ratio
 
 # The benchmark's configuration; every option not named here is HF MegaConfig's default (rotary relative bias,
 # softmax attention, scalenorm, pre-norm, SiLU, no EMA truncation, and all four dropouts at 0.1).
@@ -107,9 +96,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="ours",
         help="implementation compared with HF; 'hf' runs HF against itself (checks the harness: ratios ~1)",
     )
-    add_common_arguments(parser, default_repeats=5)
+    harness.add_arguments(parser, repeats=5)
+    publish.add_arguments(parser)
     args = parser.parse_args(argv)
-    args.device = args.device or default_device()
+    args.device = args.device or harness.default_device()
     for length in args.lengths:
         if "chunk" in args.attention and length % args.chunk_size and length > args.chunk_size:
             parser.error(
@@ -181,16 +171,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
                 fmt_ratio(ratio(ours.get("peak_mib"), hf.get("peak_mib"))),
             ]
         )
-    machine = f"{info['cpu']} ({info['cpu_count']} cores visible, {args.threads} threads used)"
-    if "gpu" in info:
-        machine = f"{info['gpu']}; host {info['cpu']}"
     lines = [
-        f"Command: `{command}`",
-        "",
-        f"- Date: {info['date']}; commit {info['commit']}; machine: {machine}",
-        load_line(info),
-        f"- torch {info['torch']}, transformers {info.get('transformers', '?')}, python {info['python']}, "
-        f"device {info['device']}",
+        *publish.header(command, info, args.threads),
         f"- Batch {args.batch_size}; {args.warmup} warm-up step(s), median of {args.repeats} timed steps; "
         f"parameters: HF {_params(rows, 'hf')}, {label} {_params(rows, 'candidate')}",
         "",
@@ -228,12 +210,12 @@ def _goal_lines(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[st
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
-    command = command_line("experiments.bench_mega", argv if argv is not None else sys.argv[1:])
-    info = machine_info(args.device)
+    command = publish.command_line("experiments.bench_mega", argv if argv is not None else sys.argv[1:])
+    info = publish.machine_info(args.device)
     print(f"bench_mega on {info['device']} ({info['cpu']}), torch {info['torch']}: {command}", flush=True)
     rows = run(args)
     text = report(rows, args, info, command)
-    publish("bench_mega", text, args, {"machine": info, "command": command, "rows": rows})
+    publish.write("bench_mega", text, args, {"machine": info, "command": command, "rows": rows})
     return rows
 
 

@@ -2,8 +2,8 @@
 and Megalodon-chunk on Text.
 
 One training step = forward of the classifier on a batch of random byte tokens, cross-entropy, backward and an AdamW
-update, in training mode with each recipe's dropout. Every (model, length) runs in its own fresh process (see
-`experiments/measure.py`), on the current device (CUDA when available, else CPU). Writes a Markdown table into
+update, in training mode with each recipe's dropout. Every (model, length) runs in its own fresh process
+(`experiments.harness.run_job`), on the current device (CUDA when available, else CPU). Writes a Markdown table into
 BENCHMARKS.md (the paper's Table 2 "Speed"/"Mem" columns: Text at 4K, relative to the Transformer) and a PNG plot of
 step time and memory against the sequence length.
 
@@ -21,30 +21,18 @@ from typing import Any
 
 import torch
 
-from experiments.measure import (
-    REPO_ROOT,
-    Job,
-    add_common_arguments,
-    command_line,
-    default_device,
-    fmt,
-    fmt_ratio,
-    load_line,
-    machine_info,
-    markdown_table,
-    publish,
-    ratio,
-    run_job,
-)
+from experiments import harness, paper, publish
+from experiments.harness import REPO_ROOT, Job, run_job
+from experiments.publish import fmt, fmt_ratio, markdown_table, ratio
 
-# model -> (conf/arch/<family>/<recipe>.yaml): MEGA's App. D Text recipe, its chunk-128 variant, the LRA baseline,
-# and the Megalodon Text recipes (Megalodon App. C, c = 128)
+# model -> (conf/arch/<family>/<recipe>.yaml, the paper's name): MEGA's App. D Text recipe, its chunk-128 variant,
+# the LRA baseline, and Megalodon's Text recipes (Megalodon App. C, c = 128)
 RECIPES = {
-    "Transformer": ("transformer", "lra_text"),
-    "MEGA": ("mega", "lra_text"),
-    "Mega-chunk": ("mega", "lra_text_chunk"),
-    "Megalodon": ("megalodon", "lra_text"),
-    "Megalodon-chunk": ("megalodon", "lra_text_chunk"),
+    "Transformer": ("transformer", "lra_text", "Transformer"),
+    "MEGA": ("mega", "lra_text", "MEGA"),
+    "Mega-chunk": ("mega", "lra_text_chunk", "MEGA-chunk"),
+    "Megalodon": ("megalodon", "lra_text", "Megalodon"),
+    "Megalodon-chunk": ("megalodon", "lra_text_chunk", "Megalodon-chunk"),
 }
 MODELS = tuple(RECIPES)
 CLASSIFIERS = {
@@ -52,9 +40,6 @@ CLASSIFIERS = {
     "mega": "MegaForSequenceClassification",
     "megalodon": "MegalodonForSequenceClassification",
 }
-# MEGA paper Table 2, "Speed" and "Mem" columns (Text, length 4K, relative to the authors' Transformer); the
-# Megalodon paper reports no such figures for its LRA models.
-PAPER = {"Transformer": (1.0, 1.0), "MEGA": (2.9, 0.31), "Mega-chunk": (5.5, 0.13)}
 LR, WEIGHT_DECAY = 0.004, 0.01  # Text recipe; only the update's cost matters here
 
 
@@ -64,7 +49,7 @@ def net_options(model: str, length: int) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    family, recipe = RECIPES[model]
+    family, recipe, _ = RECIPES[model]
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base=None):
         composed = compose(config_name=f"arch/{family}/{recipe}")
     options = OmegaConf.to_container(composed.arch[family], resolve=True)
@@ -79,8 +64,7 @@ def build_classifier(options: dict[str, Any], device: torch.device):
     """A step closure: one AdamW training step of the Text classifier on random tokens and labels."""
     import mega
 
-    family, _ = RECIPES[options["model"]]
-    net = getattr(mega, CLASSIFIERS[family])(**options["net"])
+    net = getattr(mega, CLASSIFIERS[RECIPES[options["model"]][0]])(**options["net"])
     net.to(device).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(options["seed"])
@@ -113,9 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--plot", type=Path, default=REPO_ROOT / "docs" / "efficiency.png", help="PNG to write"
     )
-    add_common_arguments(parser)
+    harness.add_arguments(parser)
+    publish.add_arguments(parser)
     args = parser.parse_args(argv)
-    args.device = args.device or default_device()
+    args.device = args.device or harness.default_device()
     gpu = args.device.startswith("cuda")
     args.lengths = args.lengths or ([1024, 2048, 4096, 8192, 16384] if gpu else [1024, 2048, 4096])
     args.batch_size = args.batch_size or (25 if gpu else 2)
@@ -164,7 +149,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
     for model in args.models:
         row = _find(rows, model, reference)
         steps = ratio(1.0, row.get("median_s"))
-        paper_speed, paper_memory = PAPER.get(model, (None, None))
+        paper_speed, paper_memory = paper.TEXT_4K_EFFICIENCY.get(RECIPES[model][2], (None, None))
         paper_rows.append(
             [
                 model,
@@ -187,12 +172,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
         ]
         for row in sorted(rows, key=lambda row: (args.models.index(row["model"]), row["length"]))
     ]
-    where = info.get("gpu") or f"{info['cpu']}, {args.threads} threads"
     lines = [
-        f"Command: `{command}`",
-        "",
-        f"- Date: {info['date']}; commit {info['commit']}; device {info['device']} ({where}); torch {info['torch']}",
-        load_line(info),
+        *publish.header(command, info, args.threads),
         f"- Batch {args.batch_size}, random byte tokens without padding; one step = forward, cross-entropy, "
         f"backward, AdamW update; {args.warmup} warm-up step(s), median of {args.repeats} timed steps",
         f"- Models: the Text recipes in conf/arch/ (MEGA and Mega-chunk c = "
@@ -256,8 +237,8 @@ def plot(rows: list[dict[str, Any]], args: argparse.Namespace, title: str) -> No
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
-    command = command_line("experiments.efficiency", argv if argv is not None else sys.argv[1:])
-    info = machine_info(args.device)
+    command = publish.command_line("experiments.efficiency", argv if argv is not None else sys.argv[1:])
+    info = publish.machine_info(args.device)
     print(
         f"efficiency on {info['device']} ({info.get('gpu') or info['cpu']}), torch {info['torch']}: {command}"
     )
@@ -266,7 +247,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         device = info.get("gpu") or f"CPU, {args.threads} threads"
         plot(rows, args, f"Text classifier training step, batch {args.batch_size}, {device}")
     text = report(rows, args, info, command)
-    publish("efficiency", text, args, {"machine": info, "command": command, "rows": rows})
+    publish.write("efficiency", text, args, {"machine": info, "command": command, "rows": rows})
     if args.plot:
         print(f"wrote {args.plot}")
     return rows

@@ -4,7 +4,7 @@ Transformer) × seeds.
     python -m experiments.paper_table --dry-run              # print the commands, run nothing
     python -m experiments.paper_table                        # 8 tasks × 2 models × 5 seeds, then the report
     python -m experiments.paper_table --tasks lra_text lra_image --seeds 1 2 --models mega transformer
-    python -m experiments.paper_table --models megalodon megalodon_chunk   # the Megalodon paper's Table 6 and 7
+    python -m experiments.paper_table --models megalodon megalodon_chunk   # the Megalodon paper's Tables 6 and 7
     python -m experiments.paper_table -- hydra/launcher=slurm trainer=gpu   # extra overrides for every job
 
 Each model is one Hydra multirun (so `hydra/launcher=slurm` sends all its jobs to the cluster at once). A failed
@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.report import PAPER_CHUNK, TASKS
+from experiments import paper
 from experiments.report import main as report_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,23 +32,37 @@ MODELS = ("mega", "mega_chunk", "megalodon", "megalodon_chunk", "transformer")
 def available_tasks() -> list[str]:
     """Tasks with an experiment config, in the paper's order, then any other experiment with a `_chunk` variant."""
     names = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
-    return [t for t in TASKS if t in names] + sorted(n for n in names - set(TASKS) if f"{n}_chunk" in names)
+    ordered = [name for name in paper.experiments() if name in names and not name.endswith("_chunk")]
+    return ordered + sorted(n for n in names - set(ordered) if f"{n}_chunk" in names)
 
 
 def experiments_for(model: str, tasks: list[str]) -> list[str]:
     """The experiment names one model runs: `<task>` (MEGA), `<task>_chunk` (MEGA-chunk), or the tasks that have
-    a size in conf/arch/<family>/ (the Transformer: not SC-Raw, out of memory in the paper; Megalodon: the LRA
-    tasks and sc_raw; Megalodon-chunk runs `<task>` with model=megalodon_chunk, which picks `<task>_chunk`, for the
-    tasks whose two chunk sizes differ)."""
+    a size in conf/arch/<family>/ (the Transformer: not SC-Raw, out of memory in the paper; Megalodon: the LRA tasks
+    and sc_raw). Megalodon-chunk runs `<task>` with model=megalodon_chunk (which picks `<task>_chunk`) where the
+    two chunk sizes differ: SC-Raw's one Megalodon model (c = 1000) runs once, with model=megalodon."""
     if model == "mega":
         return list(tasks)
     if model == "mega_chunk":
         return [f"{t}_chunk" for t in tasks if (CONF / "experiment" / f"{t}_chunk.yaml").exists()]
-    family, suffix = model.removesuffix("_chunk"), "_chunk" if model.endswith("_chunk") else ""
-    names = [t for t in tasks if (CONF / "arch" / family / f"{t}{suffix}.yaml").exists()]
-    if suffix:  # SC-Raw is chunked already (c = 1000 in both): Megalodon's one SC-Raw model runs once
-        names = [t for t in names if len(set(PAPER_CHUNK.get(t, (-1, 128)))) == 2]
-    return names
+    if model == "megalodon_chunk":
+        return [
+            t
+            for t in tasks
+            if (CONF / "arch" / "megalodon" / f"{t}_chunk.yaml").exists() and chunks_differ(t)
+        ]
+    return [t for t in tasks if (CONF / "arch" / model / f"{t}.yaml").exists()]
+
+
+def chunks_differ(task: str) -> bool:
+    """Whether Megalodon's two recipes for the task differ in chunk size (SC-Raw: both c = 1000)."""
+    from omegaconf import OmegaConf
+
+    def chunk(name: str) -> int:
+        node = OmegaConf.load(CONF / "arch" / "megalodon" / f"{name}.yaml")
+        return int(node.chunk_size)
+
+    return chunk(task) != chunk(f"{task}_chunk")
 
 
 def commands(

@@ -1,12 +1,24 @@
-"""Put our runs next to the paper: a Markdown table (tasks × models, mean ± std over seeds) and a bar chart.
+"""Our runs next to the paper's: a Markdown table (tasks × models, mean ± std over seeds), the other configurations,
+what was left out and why, and a bar chart.
 
-    python -m experiments.report outputs/                      # every results.json under a folder
-    python -m experiments.report wandb:ENTITY/PROJECT          # finished runs of a W&B project (online)
-    python -m experiments.report outputs/ --out report/        # where report.md and report.png go
+    python -m experiments.report outputs/                       # every job folder below (results.json + .hydra/)
+    python -m experiments.report multirun/paper_table --out report/
+    python -m experiments.report wandb:ENTITY/PROJECT           # the runs of a W&B project (online)
+    python -m experiments.report outputs/ --include-standin --include-debug --include-unfinished
 
-A run is identified by its experiment name (`lra_text`, `lra_text_chunk`, ...), its model (`model=transformer`,
-`model=megalodon`, `model=megalodon_chunk`), its chunk size (one that is not the paper's, e.g. `model.chunk_size=64`,
-gets its own column) and its seed; the score is `test/acc` (best-validation checkpoint).
+- Each run is read from its resolved config (`.hydra/config.yaml` of its job folder; a W&B run's logged config),
+  its `results.json` (a W&B run's summary) and its command-line overrides.
+- Runs are grouped by their config: runs in one group differ in nothing but the seed and options that cannot
+  change a result (IGNORED: output paths, loggers, worker and thread counts, ...). Only a group is averaged.
+- The model of a group comes from its config: the family from `model._target_`, the variant from its options
+  (MEGA-chunk when `model.chunk_size` > 0); see experiments/paper.py, which also holds the paper's numbers.
+- A group whose runs changed nothing of their experiment's recipe but the seed, the model family (`model=`) and the
+  hardware (HARDWARE: `trainer=gpu`, devices, precision) stands next to the paper's number for that recipe and
+  model. Every other group is a row of "Other configurations", named by what it changed, next to no paper number.
+- Left out unless asked for, each run named: runs on stand-in data (`data.synthetic=true`; --include-standin),
+  debug runs (`debug=...`; --include-debug), runs that stopped before `trainer.max_steps` (--include-unfinished:
+  each then a group of its own). Always left out and named: runs without `test/acc`, and every job folder without
+  `results.json` (crashed, killed or still running), which also gets a warning.
 """
 
 from __future__ import annotations
@@ -18,191 +30,377 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from experiments import paper
 
 log = logging.getLogger("experiments.report")
 
-# experiment name (without the `_chunk` suffix) → column title; LRA tasks first, in the paper's order
-TASKS = {
-    "lra_listops": "ListOps",
-    "lra_text": "Text",
-    "lra_retrieval": "Retrieval",
-    "lra_image": "Image",
-    "lra_pathfinder": "Pathfinder",
-    "lra_pathx": "Path-X",
-    "sc_raw": "SC-Raw base",
-    "sc_raw_big": "SC-Raw big",
+# Options that cannot change a run's result: never a reason to keep runs apart (prefixes of dotted keys).
+# `data.seed` follows `seed` (the data order): runs that differ in the seeds are what a group averages.
+IGNORED = (
+    "seed",
+    "data.seed",
+    "name",
+    "tags",
+    "paths",
+    "logger",
+    "hydra",
+    "ckpt_path",
+    "torch_threads",
+    "hparams_search",
+    "optimized_metric",
+    "failed_trial_value",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.root_dir",
+    "data.data_dir",
+    "data.cache_dir",
+    "data.hf_cache_dir",
+    "data.download",
+    "trainer.default_root_dir",
+    "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar",
+    "callbacks.progress_bar",
+    "callbacks.model_summary",
+    "callbacks.lr_monitor",
+    "callbacks.periodic_checkpoint",
+)
+# Overrides that keep a run the paper's recipe (they may still change its config: such groups get their own column)
+HARDWARE = (
+    "trainer",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.precision",
+    "trainer.sync_batchnorm",
+)
+CHOICES = ("experiment", "model")  # the recipe and the model family, not changes of the recipe
+LEFT_OUT = {
+    "standin": "on stand-in data (data.synthetic=true; --include-standin)",
+    "debug": "of a debug preset (debug=...; --include-debug)",
+    "unfinished": "stopped before trainer.max_steps (--include-unfinished)",
+    "no_test": "without test/acc (the test did not run: test=false, or it failed)",
+    "no_results": "without results.json (crashed, killed or still running; or not valid JSON)",
 }
-LRA_TASKS = [t for t in TASKS if t.startswith("lra_")]
-MODELS = ["MEGA", "MEGA-chunk", "Megalodon", "Megalodon-chunk", "Transformer"]
-FAILED = "✗"  # the paper's mark for chance-level or out-of-memory
-
-# Test accuracy (%) from the MEGA paper: Table 2 (LRA; MEGA rows are 5-seed means; "Transformer" is XFM‡, the
-# authors' reproduction) and Table 4 (SC-Raw; base is itself MEGA-chunk with c = 1000; XFM ran out of memory);
-# Megalodon and Megalodon-chunk from the Megalodon paper (arXiv 2404.08801): Table 6 (LRA) and Table 7 (SC-Raw).
-PAPER: dict[str, dict[str, float | str]] = {
-    "lra_listops": {"MEGA": 63.14, "MEGA-chunk": 58.76, "Megalodon": 63.79, "Megalodon-chunk": 62.23, "Transformer": 37.11},
-    "lra_text": {"MEGA": 90.43, "MEGA-chunk": 90.19, "Megalodon": 90.48, "Megalodon-chunk": 90.53, "Transformer": 65.21},
-    "lra_retrieval": {"MEGA": 91.25, "MEGA-chunk": 90.97, "Megalodon": 91.76, "Megalodon-chunk": 91.74, "Transformer": 79.14},
-    "lra_image": {"MEGA": 90.44, "MEGA-chunk": 85.80, "Megalodon": 89.42, "Megalodon-chunk": 87.11, "Transformer": 42.94},
-    "lra_pathfinder": {"MEGA": 96.01, "MEGA-chunk": 94.41, "Megalodon": 98.13, "Megalodon-chunk": 96.89, "Transformer": 71.83},
-    "lra_pathx": {"MEGA": 97.98, "MEGA-chunk": 93.81, "Megalodon": 98.17, "Megalodon-chunk": 97.21, "Transformer": FAILED},
-    "sc_raw": {"MEGA": 96.92, "MEGA-chunk": 96.92, "Megalodon": 98.14, "Transformer": FAILED},  # Megalodon: c = 1000
-    "sc_raw_big": {"MEGA": 97.30},
-}  # fmt: skip
-PAPER_LRA_AVG = {
-    "MEGA": 88.21,
-    "MEGA-chunk": 85.66,
-    "Megalodon": 88.63,
-    "Megalodon-chunk": 87.62,
-    "Transformer": 59.24,
-}
-# the paper's chunk size per task: (MEGA, MEGA-chunk); -1 = full attention (paper §4.1, App. D.3); Megalodon's are
-# the same (Megalodon App. C.1: c = 128, Path-X 4096; C.2: SC-Raw 1000)
-PAPER_CHUNK = {task: (-1, 128) for task in LRA_TASKS} | {
-    "lra_pathx": (-1, 4096),
-    "sc_raw": (1000, 1000),
-    "sc_raw_big": (1000, 1000),
-}
+FAILED = "✗"  # the paper's mark for chance level or out of memory
 
 
-@dataclass
-class Run:
-    """One finished training run: where it came from, what it was, and its metrics."""
-
-    source: str
-    task: str
-    model: str
-    seed: int | None
-    metrics: dict[str, float] = field(default_factory=dict)
+def count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _overrides_to_dict(overrides: Iterable[str]) -> dict[str, str]:
+def ignored(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") or key.startswith(p + "/") for p in IGNORED)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
     """`["experiment=lra_text", "+foo=1", "~bar"]` → `{"experiment": "lra_text", "foo": "1"}`."""
     out = {}
-    for item in overrides:
+    for item in items:
         key, sep, value = str(item).partition("=")
         if sep:
             out[key.lstrip("+~")] = value
     return out
 
 
-def _lookup(config: dict, dotted: str):
-    """`config["model"]["_target_"]` for "model._target_", also accepting W&B's flattened "model/_target_"."""
-    for flat in (dotted, dotted.replace(".", "/")):
-        if flat in config:
-            return config[flat]
-    node = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → dotted keys; W&B's flattened "model/_target_" becomes "model._target_" too."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        dotted = prefix + str(key).replace("/", ".")
+        if isinstance(value, Mapping):
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
 
 
-def identify(result: dict, config: dict | None = None, source: str = "") -> Run | None:
-    """Build a Run from a results.json dict (and the run's composed config when there is one).
+def resolved_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved Hydra config, flat, with each interpolation resolved where it can be without Hydra's runtime
+    (`${data.vocab_size}` is; `${hydra:...}` and the app's own resolvers stay as written)."""
+    config = OmegaConf.create(dict(raw))
+    flat = flatten(OmegaConf.to_container(config, resolve=False))
+    for key, value in flat.items():
+        if "${" in str(value):
+            try:
+                selected = OmegaConf.select(config, key)
+                flat[key] = (
+                    OmegaConf.to_container(selected, resolve=True)
+                    if OmegaConf.is_config(selected)
+                    else selected
+                )
+            except OmegaConfBaseException:
+                pass
+    return flat
 
-    Returns None (with a log line saying why) when the run cannot be placed in the table.
-    """
-    config = config or {}
-    overrides = _overrides_to_dict(result.get("overrides") or [])
-    experiment = result.get("experiment") or overrides.get("experiment") or _lookup(config, "name")
-    if not experiment:
-        log.warning(
-            "%s: no experiment name (results.json key 'experiment' or override 'experiment=') — skipped",
-            source,
+
+@dataclass
+class Run:
+    """One training run: where it came from, its resolved config, overrides, results and Hydra's choices."""
+
+    source: str
+    config: dict[str, Any]  # flat (dotted keys)
+    overrides: dict[str, str] | None  # None: not known (a W&B run without its command line)
+    result: dict[str, Any] | None  # None: the run has no results
+    choices: dict[str, Any] = field(default_factory=dict)  # Hydra's config-group choices (local runs)
+
+    @property
+    def experiment(self) -> str | None:
+        overrides = self.overrides or {}
+        name = overrides.get("experiment") or self.choices.get("experiment")
+        name = name or (self.result or {}).get("experiment") or self.config.get("name")
+        return None if name is None or "${" in str(name) else str(name)
+
+    @property
+    def seed(self) -> int | None:
+        return paper.as_int(self.config.get("seed", (self.overrides or {}).get("seed")))
+
+    @property
+    def model(self) -> str:
+        return paper.model_name(self.config)
+
+    @property
+    def debug(self) -> str | None:
+        """The debug preset this run used (`debug=smoke`), if any."""
+        preset = (
+            self.choices.get("debug")
+            or (self.overrides or {}).get("debug")
+            or self.config.get("debug_preset")
         )
-        return None
-    chunked = experiment.endswith("_chunk")
-    task = experiment.removesuffix("_chunk")
-    target = str(overrides.get("model") or _lookup(config, "model._target_") or "")
-    chunk = overrides.get("model.chunk_size", _lookup(config, "model.chunk_size"))
-    if "transformer" in target.lower():
-        model = "Transformer"
-    elif "megalodon" in target.lower():
-        model = _megalodon_column(task, chunk, chunked or target.endswith("_chunk"))
-    else:
-        model = "MEGA-chunk" if chunked else "MEGA"
-        paper_chunk = PAPER_CHUNK.get(task, (None, None))[chunked]
-        if chunk is not None and paper_chunk is not None and int(chunk) != paper_chunk:
-            model = f"MEGA (c={chunk})"  # a chunk-size sweep is its own column, not the paper's MEGA-chunk
-    seed = result.get("seed", overrides.get("seed", _lookup(config, "seed")))
-    metrics = {
-        k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    return Run(
-        source=source, task=task, model=model, seed=None if seed is None else int(seed), metrics=metrics
-    )
+        return None if preset in (None, "null") else str(preset)
+
+    @property
+    def standin(self) -> bool:
+        return (
+            str(self.config.get("data.synthetic", (self.overrides or {}).get("data.synthetic"))).lower()
+            == "true"
+        )
+
+    @property
+    def stopped_at(self) -> int | None:
+        """The step this run stopped at when that is before its `trainer.max_steps`, else None."""
+        steps = paper.as_int((self.result or {}).get("steps"))
+        max_steps = paper.as_int(self.config.get("trainer.max_steps"))
+        return steps if steps is not None and max_steps is not None and 0 <= steps < max_steps else None
+
+    @property
+    def accuracy(self) -> float | None:
+        """test/acc as a percentage (our metrics are fractions in [0, 1], the paper prints percent)."""
+        acc = (self.result or {}).get("test/acc")
+        if not isinstance(acc, int | float) or isinstance(acc, bool) or math.isnan(acc):
+            return None
+        return 100.0 * acc
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        values = (self.result or {}).items()
+        return {k: float(v) for k, v in values if isinstance(v, int | float) and not isinstance(v, bool)}
+
+    def changes(self) -> list[str]:
+        """The overrides that change this run's recipe or hardware, as `key=value`."""
+        return [f"{k}={v}" for k, v in (self.overrides or {}).items() if not ignored(k) and k not in CHOICES]
+
+    def is_recipe(self) -> bool:
+        """Nothing changed but the seed and the hardware (so its config is its experiment's recipe)."""
+        return self.overrides is not None and all(
+            change.partition("=")[0] in HARDWARE for change in self.changes()
+        )
+
+    def signature(self) -> tuple:
+        """What a group's runs share: every option that can change a result (and, when included, where an
+        unfinished run stopped)."""
+        options = tuple(
+            sorted(
+                (k, json.dumps(v, sort_keys=True, default=str))
+                for k, v in self.config.items()
+                if not ignored(k)
+            )
+        )
+        return options + ((("stopped at step", str(self.stopped_at)),) if self.stopped_at is not None else ())
 
 
-def _megalodon_column(task: str, chunk, chunked: bool) -> str:
-    """Megalodon or Megalodon-chunk by the run's chunk size (the paper's two for the task), else its own column.
+# ---------------------------------------------------------------- loading
 
-    Without a known chunk size, the experiment name or `model=megalodon_chunk` decides. SC-Raw has one model.
-    """
-    full, chunk_variant = PAPER_CHUNK.get(task, (None, None))
-    if chunk is None:
-        return "Megalodon-chunk" if chunked and full != chunk_variant else "Megalodon"
-    if int(chunk) == full:
-        return "Megalodon"
-    if int(chunk) == chunk_variant:
-        return "Megalodon-chunk"
-    return f"Megalodon (c={chunk})"
+
+def _read_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 def load_local(root: Path) -> list[Run]:
-    """Every `results.json` under root; `.hydra/config.yaml` next to it fills in what results.json lacks."""
+    """Every job folder below `root`: a folder with `.hydra/config.yaml` or `results.json`."""
+    folders = {p.parent for p in root.rglob("results.json")}
+    folders |= {p.parent.parent for p in root.rglob("config.yaml") if p.parent.name == ".hydra"}
     runs = []
-    for path in sorted(root.rglob("results.json")):
-        try:
-            result = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            log.warning("%s: not valid JSON (%s) — skipped", path, err)
-            continue
-        hydra_config = path.parent / ".hydra" / "config.yaml"
-        config = yaml.safe_load(hydra_config.read_text()) if hydra_config.exists() else None
-        run = identify(result, config, source=str(path))
-        if run is not None:
-            runs.append(run)
+    for folder in sorted(folders):
+        hydra = folder / ".hydra"
+        result = None
+        if (folder / "results.json").is_file():
+            try:
+                result = json.loads((folder / "results.json").read_text())
+            except json.JSONDecodeError as err:
+                log.warning("%s/results.json: not valid JSON (%s): left out", folder, err)
+        else:
+            log.warning(
+                "%s: no results.json (the job crashed, was killed or is still running; see its train.log)",
+                folder,
+            )
+        raw = _read_yaml(hydra / "config.yaml")
+        overrides_list = (result or {}).get("overrides")
+        if overrides_list is None:
+            overrides_list = _read_yaml(hydra / "overrides.yaml")
+        overrides = parse_overrides(overrides_list) if overrides_list is not None else None
+        if raw is None:
+            log.warning("%s: no .hydra/config.yaml: grouped by its command-line overrides alone", folder)
+            config = dict(overrides or {})
+        else:
+            config = resolved_config(raw)
+        choices = (
+            ((_read_yaml(hydra / "hydra.yaml") or {}).get("hydra") or {})
+            .get("runtime", {})
+            .get("choices", {})
+        )
+        runs.append(Run(str(folder), config, overrides, result, choices or {}))
     return runs
 
 
 def load_wandb(project: str) -> list[Run]:
-    """Finished runs of a W&B project ("entity/project"), read through the public API (needs network)."""
+    """The runs of a W&B project ("entity/project") through its public API (needs the network). The overrides are
+    the run's command line as W&B recorded it; a run that did not finish is named and has no results."""
     import wandb
 
     runs = []
-    for wb_run in wandb.Api().runs(project, filters={"state": "finished"}):
-        result = {k: v for k, v in wb_run.summary.items() if not k.startswith("_")}
-        run = identify(result, dict(wb_run.config), source=wb_run.url)
-        if run is not None:
-            runs.append(run)
+    for wb_run in wandb.Api().runs(project):
+        args = (getattr(wb_run, "metadata", None) or {}).get("args")
+        result = None
+        if wb_run.state == "finished":
+            result = {k: v for k, v in wb_run.summary.items() if not k.startswith("_")}
+        else:
+            log.warning(
+                "%s: W&B state %r: no results (crashed, killed or still running)", wb_run.url, wb_run.state
+            )
+        config = flatten(dict(wb_run.config))
+        runs.append(Run(wb_run.url, config, parse_overrides(args) if args is not None else None, result))
     return runs
 
 
-def accuracy_percent(run: Run) -> float | None:
-    """test/acc as a percentage (our metrics are fractions in [0, 1], the paper prints percent)."""
-    acc = run.metrics.get("test/acc")
-    return None if acc is None or math.isnan(acc) else 100.0 * acc
+# ---------------------------------------------------------------- selecting and grouping
 
 
-def aggregate(runs: list[Run]) -> dict[tuple[str, str], list[float]]:
-    """(task, model) → test accuracies (%) over seeds; runs without test/acc are logged and left out."""
-    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+def select(
+    runs: list[Run], standin: bool = False, debug: bool = False, unfinished: bool = False
+) -> tuple[list[Run], dict[str, list[Run]]]:
+    """The runs to report, and those left out by reason (LEFT_OUT's keys)."""
+    kept, left_out = [], defaultdict(list)
     for run in runs:
-        acc = accuracy_percent(run)
-        if acc is None:
-            log.warning(
-                "%s: no test/acc (the run did not finish its test) — left out of the table", run.source
-            )
+        if run.result is None:
+            reason = "no_results"
+        elif run.debug and not debug:
+            reason = "debug"
+        elif run.standin and not standin:
+            reason = "standin"
+        elif run.stopped_at is not None and not unfinished:
+            reason = "unfinished"
+        elif run.accuracy is None:
+            reason = "no_test"
+        else:
+            kept.append(run)
             continue
-        cells[(run.task, run.model)].append(acc)
-    return cells
+        left_out[reason].append(run)
+    return kept, dict(left_out)
+
+
+@dataclass
+class Group:
+    """Runs with the same config but the seed: the unit that is averaged."""
+
+    runs: list[Run]
+    model: str
+    experiment: str
+    changes: list[str]
+    published: paper.Published | None = None
+    detail: list[str] = field(default_factory=list)  # options that tell it from a group with the same name
+
+    @property
+    def label(self) -> str:
+        extra = [*self.changes, *self.detail]
+        if self.runs[0].stopped_at is not None:
+            extra.append(f"stopped at step {self.runs[0].stopped_at}")
+        return f"{self.model} ({', '.join(extra)})" if extra else self.model
+
+    @property
+    def row(self) -> str:
+        return self.published.task if self.published else self.experiment
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [run.accuracy for run in self.runs if run.accuracy is not None]
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [run.seed for run in self.runs]
+
+
+def group(runs: list[Run]) -> list[Group]:
+    """Group runs by signature; name each group; match recipe groups with the paper (see the module docstring)."""
+    by_signature: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_signature[run.signature()].append(run)
+    groups = []
+    for members in by_signature.values():
+        # stand-in, debug and unfinished runs are never put next to the paper, whatever their overrides say
+        comparable = not any(run.standin or run.debug or run.stopped_at is not None for run in members)
+        recipe_runs = [run for run in members if comparable and run.is_recipe()]
+        named = recipe_runs or members
+        experiments = sorted({run.experiment or "(no experiment)" for run in named})
+        model = members[0].model
+        changes = list(dict.fromkeys(change for run in named for change in run.changes()))
+        published = next(
+            (p for run in recipe_runs if (p := paper.published_for(run.experiment, model)) is not None), None
+        )
+        groups.append(Group(members, model, ", ".join(experiments), changes, published))
+        seeds = [run.seed for run in members]
+        for seed in sorted({s for s in seeds if seeds.count(s) > 1}, key=str):
+            log.warning(
+                "%s: seed %s appears %d times (reruns are averaged as separate runs)",
+                groups[-1].label,
+                seed,
+                seeds.count(seed),
+            )
+    _tell_apart(groups)
+    return groups
+
+
+def _tell_apart(groups: list[Group]) -> None:
+    """Groups that would share a row and a name get the options in which their configs differ."""
+    clashes: dict[tuple[str, str, bool], list[Group]] = defaultdict(list)
+    for g in groups:
+        clashes[(g.row, g.label, g.published is not None)].append(g)
+    for clash in clashes.values():
+        if len(clash) < 2:
+            continue
+        configs = [g.runs[0].config for g in clash]
+        keys = sorted({k for c in configs for k in c if not ignored(k)})
+        differing = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
+        for g, config in zip(clash, configs):
+            g.detail = [f"{k}={_show(config.get(k))}" for k in differing[:4]] + (
+                ["…"] if len(differing) > 4 else []
+            )
+
+
+def _show(value: Any) -> str:
+    return "absent" if value is None else json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+# ---------------------------------------------------------------- tables
 
 
 def mean_std(values: list[float]) -> str:
@@ -213,115 +411,171 @@ def mean_std(values: list[float]) -> str:
 
 
 def _paper_cell(task: str, model: str) -> str:
-    value = PAPER.get(task, {}).get(model)
-    return "–" if value is None else value if isinstance(value, str) else f"{value:.2f}"
+    entry = paper.published(task, model)
+    if entry is None:
+        return "–"
+    return FAILED if entry.accuracy is None else f"{entry.accuracy:.2f}"
 
 
-def model_columns(cells: dict[tuple[str, str], list[float]]) -> list[str]:
-    """The paper's models first, then any other label (chunk-size sweeps), each only if it has a run."""
-    present = {model for _, model in cells}
-    return [m for m in MODELS if m in present] + sorted(present - set(MODELS))
-
-
-def task_rows(cells: dict[tuple[str, str], list[float]]) -> list[str]:
-    present = {task for task, _ in cells}
-    return [t for t in TASKS if t in present] + sorted(present - set(TASKS))
-
-
-def markdown_table(runs: list[Run]) -> str:
-    """Tasks × models, ours (mean ± std over seeds) next to the paper, with the LRA average and #Params."""
-    cells = aggregate(runs)
-    models, tasks = model_columns(cells), task_rows(cells)
-    header = ["Task"] + [f"{m} ({who})" for m in models for who in ("ours", "paper")]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for task in tasks:
-        row = [TASKS.get(task, task)]
-        for model in models:
-            values = cells.get((task, model))
-            row += [mean_std(values) if values else "–", _paper_cell(task, model)]
-        lines.append("| " + " | ".join(row) + " |")
-    avg_row = ["LRA avg"]
-    for model in models:
-        means = [statistics.fmean(cells[(t, model)]) for t in LRA_TASKS if cells.get((t, model))]
-        ours = f"{statistics.fmean(means):.2f}" if len(means) == len(LRA_TASKS) else "–"
-        paper = PAPER_LRA_AVG.get(model)
-        avg_row += [ours, "–" if paper is None else f"{paper:.2f}"]
-    lines.append("| " + " | ".join(avg_row) + " |")
-    lines += ["", params_table(runs, tasks, models)]
-    lines.append(
-        "\nTest accuracy (%) of the best-validation checkpoint. Paper: MEGA, ICLR 2023, Table 2 (LRA; Transformer ="
-        " XFM‡, the authors' reproduction) and Table 4 (SC-Raw); Megalodon, arXiv 2404.08801, Table 6 (LRA) and"
-        " Table 7 (SC-Raw). ✗ = chance level or out of memory. LRA avg is"
-        " over all six LRA tasks, Path-X included, as in the paper; shown only when all six have runs."
+def paper_columns(groups: list[Group]) -> list[tuple[str, str]]:
+    """(label, model) of the paper table's columns: the paper's models in order, then the labels with changes."""
+    order = paper.model_order()
+    labels = {(g.label, g.model) for g in groups if g.published}
+    return sorted(
+        labels, key=lambda lm: (order.index(lm[1]) if lm[1] in order else len(order), lm[0] != lm[1], lm[0])
     )
-    return "\n".join(lines)
 
 
-def params_table(runs: list[Run], tasks: list[str], models: list[str]) -> str:
-    """#Params per task and model: total, and without the token/real-number embedding."""
-    counts: dict[tuple[str, str], tuple[int, int]] = {}
-    for run in runs:
-        if "params/total" in run.metrics:
-            counts[(run.task, run.model)] = (
-                int(run.metrics["params/total"]),
-                int(run.metrics.get("params/embedding", 0)),
-            )
-    lines = [
-        "| #Params (total / without embedding) | " + " | ".join(models) + " |",
-        "|" + "---|" * (len(models) + 1),
+def _markdown(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + [
+        "| " + " | ".join(r) + " |" for r in rows
     ]
+
+
+def paper_table(groups: list[Group]) -> list[str]:
+    """Tasks × models, ours (mean ± std over seeds) next to the paper, the LRA average and #Params."""
+    columns = paper_columns(groups)
+    if not columns:
+        return ["No group ran a paper recipe unchanged (see Other configurations)."]
+    cells = {(g.row, g.label): g for g in groups if g.published}
+    tasks = [t for t in paper.TASKS if any((t, label) in cells for label, _ in columns)]
+    header = ["Task"] + [f"{label} ({who})" for label, _ in columns for who in ("ours", "paper")]
+    rows = []
     for task in tasks:
-        row = [TASKS.get(task, task)]
-        for model in models:
-            total, emb = counts.get((task, model), (None, None))
-            row.append("–" if total is None else f"{total:,} / {total - emb:,}")
-        lines.append("| " + " | ".join(row) + " |")
+        row = [task]
+        for label, model in columns:
+            cell = cells.get((task, label))
+            row += [mean_std(cell.accuracies) if cell else "–", _paper_cell(task, model)]
+        rows.append(row)
+    lra = [t for t, benchmark in paper.TASKS.items() if benchmark == "LRA"]
+    average = ["LRA avg"]
+    for label, model in columns:
+        means = [statistics.fmean(cells[(t, label)].accuracies) for t in lra if (t, label) in cells]
+        published = paper.LRA_AVERAGE.get(model)
+        average += [
+            f"{statistics.fmean(means):.2f}" if len(means) == len(lra) else "–",
+            "–" if published is None else f"{published:.2f}",
+        ]
+    rows.append(average)
+    params_rows = []
+    for task in tasks:
+        row = [task]
+        for label, _ in columns:
+            metrics = cells[(task, label)].runs[0].metrics if (task, label) in cells else {}
+            total, embedding = metrics.get("params/total"), metrics.get("params/embedding", 0)
+            row.append("–" if total is None else f"{int(total):,} / {int(total - embedding):,}")
+        params_rows.append(row)
+    sources = ", ".join(dict.fromkeys(g.published.source for g in groups if g.published))
+    return [
+        *_markdown(header, rows),
+        "",
+        *_markdown(["#Params (total / without embedding)"] + [label for label, _ in columns], params_rows),
+        "",
+        f"Test accuracy (%) of the best-validation checkpoint, mean ± sample std over seeds. Paper: {sources}; "
+        f"{FAILED} = chance level or out of memory. LRA avg is over all six LRA tasks, Path-X included, as in the "
+        "paper; shown only when all six have runs. A column with options in its name ran the recipe on other "
+        "hardware settings.",
+    ]
+
+
+def other_table(groups: list[Group]) -> list[str]:
+    others = sorted((g for g in groups if not g.published), key=lambda g: (g.experiment, g.label))
+    if not others:
+        return []
+    rows = [
+        [g.experiment, g.label, mean_std(g.accuracies), ", ".join(str(s) for s in g.seeds)] for g in others
+    ]
+    return [
+        "## Other configurations",
+        "",
+        "Runs that are not a paper recipe as it stands (or have no published number): not comparable with the paper.",
+        "",
+        *_markdown(["Experiment", "Model (what it changed)", "Test acc (%)", "Seeds"], rows),
+    ]
+
+
+def markdown_report(groups: list[Group], left_out: dict[str, list[Run]], source: str) -> str:
+    runs = sum(len(g.runs) for g in groups)
+    lines = [
+        f"# Report: {source}",
+        "",
+        f"{count(runs, 'run')} in {count(len(groups), 'group')}.",
+        "",
+        "## Against the paper",
+        "",
+    ]
+    lines += paper_table(groups)
+    other = other_table(groups)
+    if other:
+        lines += ["", *other]
+    if left_out:
+        lines += ["", "## Left out", ""]
+        for reason, runs_out in left_out.items():
+            lines.append(f"- {count(len(runs_out), 'run')} {LEFT_OUT[reason]}:")
+            lines += [f"  - {run.source}" for run in runs_out]
+    lines += ["", "## Runs of each group", ""]
+    for g in sorted(groups, key=lambda g: (g.row, g.label)):
+        lines.append(f"- {g.row}, {g.label}: " + ", ".join(run.source for run in g.runs))
     return "\n".join(lines)
 
 
-def bar_chart(runs: list[Run], path: Path) -> None:
-    """Grouped bars (ours, mean with std error bars) per task, with the paper's value as a black tick."""
+def bar_chart(groups: list[Group], path: Path) -> list[str]:
+    """Bars (mean, std error bars) per row and group name; the paper's value as a black tick where it has one.
+    Returns the legend's labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = aggregate(runs)
-    models, tasks = model_columns(cells), task_rows(cells)
-    width = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(tasks)), 4.0))
-    for i, model in enumerate(models):
-        xs, means, stds, paper_xs, paper_ys = [], [], [], [], []
-        for j, task in enumerate(tasks):
-            x = j + (i - (len(models) - 1) / 2) * width
-            values = cells.get((task, model))
-            if values:
-                xs.append(x)
-                means.append(statistics.fmean(values))
-                stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-            paper = PAPER.get(task, {}).get(model)
-            if isinstance(paper, float):
-                paper_xs.append(x)
-                paper_ys.append(paper)
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=f"{model} (ours)")
-        ax.scatter(paper_xs, paper_ys, marker="_", s=300, color="black", zorder=3)
-    ax.scatter([], [], marker="_", s=300, color="black", label="paper")
-    ax.set_xticks(range(len(tasks)), [TASKS.get(t, t) for t in tasks], rotation=20)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the bars
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    paper_labels = [label for label, _ in paper_columns(groups)]
+    labels = paper_labels + sorted({g.label for g in groups} - set(paper_labels))
+    rows = [t for t in paper.TASKS if any(g.published and g.row == t for g in groups)]
+    rows += sorted({g.row for g in groups if not g.published} - set(rows))
+    width = 0.8 / max(len(labels), 1)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.4 * len(rows)), 4.0))
+    ticks = 0
+    for i, label in enumerate(labels):
+        xs, means, stds = [], [], []
+        for j, row in enumerate(rows):
+            cell = next((g for g in groups if g.row == row and g.label == label), None)
+            if cell is None:
+                continue
+            x = j + (i - (len(labels) - 1) / 2) * width
+            xs.append(x)
+            means.append(statistics.fmean(cell.accuracies))
+            stds.append(statistics.stdev(cell.accuracies) if len(cell.accuracies) > 1 else 0.0)
+            if cell.published and cell.published.accuracy is not None:
+                axes.scatter([x], [cell.published.accuracy], marker="_", s=300, color="black", zorder=3)
+                ticks += 1
+        axes.bar(xs, means, width, yerr=stds, capsize=3, label=label)
+    if ticks:
+        axes.scatter([], [], marker="_", s=300, color="black", label="paper")
+    axes.set_xticks(range(len(rows)), rows, rotation=20)
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylim(0, 100)
+    legend = axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the bars
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return [text.get_text() for text in legend.get_texts()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("source", help="a runs folder (searched for results.json) or wandb:ENTITY/PROJECT")
+    parser.add_argument("source", help="a runs folder (outputs/, multirun/...) or wandb:ENTITY/PROJECT")
     parser.add_argument(
-        "--out", type=Path, help="output folder for report.md and report.png (default: <source>/report)"
+        "--out", type=Path, help="folder for report.md and report.png (default: <source>/report)"
+    )
+    parser.add_argument("--include-standin", action="store_true", help="also runs on stand-in data")
+    parser.add_argument(
+        "--include-debug",
+        action="store_true",
+        help="also debug runs (debug=smoke, ...; those run on stand-in data: add --include-standin)",
+    )
+    parser.add_argument(
+        "--include-unfinished", action="store_true", help="also runs that stopped before trainer.max_steps"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -335,15 +589,23 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{root} is not a folder; pass the runs folder (e.g. outputs/ or multirun/)")
         runs = load_local(root)
         out = args.out or root / "report"
-    if not runs:
-        print(f"no usable runs found in {args.source} (see the warnings above)", file=sys.stderr)
+    kept, left_out = select(runs, args.include_standin, args.include_debug, args.include_unfinished)
+    for reason, runs_out in left_out.items():
+        if reason != "no_results":  # each of those was named when it was read
+            names = ", ".join(run.source for run in runs_out)
+            log.warning("left out %s %s: %s", count(len(runs_out), "run"), LEFT_OUT[reason], names)
+    if not kept:
+        print(f"no reportable runs in {args.source} (see the warnings above)", file=sys.stderr)
         return 1
+    groups = group(kept)
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(runs)
-    (out / "report.md").write_text(table + "\n")
-    bar_chart(runs, out / "report.png")
-    print(table)
-    print(f"\nwrote {out / 'report.md'} and {out / 'report.png'} from {len(runs)} runs")
+    text = markdown_report(groups, left_out, args.source)
+    (out / "report.md").write_text(text + "\n")
+    bar_chart(groups, out / "report.png")
+    print(text)
+    print(
+        f"\nwrote {out / 'report.md'} and {out / 'report.png'} from {count(len(kept), 'run')} in {count(len(groups), 'group')}"
+    )
     return 0
 
 

@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-from experiments import efficiency
-from experiments.measure import Job, machine_info, measure
+from experiments import efficiency, paper
+from experiments.harness import Job, measure
+from experiments.publish import machine_info
 
 
-def test_each_text_model_trains_one_step_and_the_report_and_plot_are_written(tmp_path):
+def test_each_text_model_trains_one_step_and_the_report_and_plot_are_written(tmp_path, monkeypatch):
     """In this process (fast): recipes composed from conf/arch, one AdamW step each, tables, PNG."""
     args = efficiency.parse_args(["--lengths", "64", "--batch-size", "1", "--device", "cpu"])
     args.plot, args.markdown = tmp_path / "efficiency.png", tmp_path / "BENCHMARKS.md"
@@ -35,6 +36,10 @@ def test_each_text_model_trains_one_step_and_the_report_and_plot_are_written(tmp
     assert efficiency.net_options("Megalodon-chunk", 64)["chunk_size"] == 128
     assert {row["model"]: row["params"] for row in rows}["Megalodon"] == 910_720  # the lra_text recipe
     assert "(efficiency.png)" in text
+    # the paper's figures come from experiments/paper.py alone
+    monkeypatch.setitem(paper.TEXT_4K_EFFICIENCY, "MEGA-chunk", (7.7, 0.77))
+    text = efficiency.report(rows, args, machine_info("cpu"), "python -m experiments.efficiency")
+    assert "7.7×" in text and "0.77×" in text and "5.5×" not in text
 
 
 @pytest.mark.slow
