@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 import train
 from mega.megalodon import CODE_VARIANT, MegalodonConfig
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import CONF_DIR, TINY_MODEL, compose_config
 
 TASKS = ["lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder", "lra_pathx", "sc_raw"]
 # chunk size (Megalodon, Megalodon-chunk): App. C.1 (c = 128, Path-X 4096; full attention otherwise), App. C.2 (SC)
@@ -27,15 +27,7 @@ PARAMS = {
     "lra_pathx": 242_432,
     "sc_raw": 320_700,
 }
-TINY = {
-    "hidden_size": 16,
-    "num_hidden_layers": 1,
-    "intermediate_size": 16,
-    "shared_representation_size": 8,
-    "nffn_hidden_size": 16,
-    "ema_projection_size": 2,
-    "norm_num_groups": 2,
-}
+TINY = {**TINY_MODEL, "norm_num_groups": 2}  # the tiny MEGA of the other tests, in 2 norm groups
 SMOKE = {"lra_pathx": ["data.pool=8", "data.max_length=256"]}  # as tests/test_train.py
 DEMOS = sorted(p.stem for p in (CONF_DIR / "arch" / "megalodon").glob("*_demo.yaml"))
 
