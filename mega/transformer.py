@@ -14,7 +14,7 @@ from torch import nn
 
 from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS, check_option_types
 from mega.embeddings import build_embedding
-from mega.heads import SequenceClassifier
+from mega.heads import SequenceClassifier, head_arguments, resolve_config
 
 POSITION_EMBEDDINGS = ("sinusoidal", "learned")
 
@@ -182,20 +182,6 @@ class TransformerForSequenceClassification(SequenceClassifier):
     config_class = TransformerConfig  # what its options are (train.py checks their types before building)
 
     def __init__(self, config: TransformerConfig | None = None, **options) -> None:
-        if config is None:
-            config = TransformerConfig(**options)
-        elif options:
-            raise ValueError(
-                f"pass either a TransformerConfig or options, not both (got options {sorted(options)})"
-            )
-        super().__init__(
-            TransformerEncoder(config),
-            config.hidden_size,
-            config.intermediate_size,
-            config.num_labels,
-            config.pooling,
-            config.dual_encoder,
-            config.pair_combine,
-            config.head_dropout,
-        )
+        config = resolve_config(TransformerConfig, config, options)
+        super().__init__(TransformerEncoder(config), **head_arguments(config))
         self.config = config

@@ -69,6 +69,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
 from tasks.data.loading import ResumableLoader, ResumableSampler, pad_sequences
+from tasks.data.processes import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +141,6 @@ def read_meta(cache: Path) -> dict[str, Any]:
     if "files" not in meta:
         raise DamagedCache("its meta.json lists no files (written by an older version)")
     return meta
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this machine with this id exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def remove_stale_temporaries(folder: Path) -> None:

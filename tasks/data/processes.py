@@ -3,7 +3,8 @@
 A pool's workers wait on a pipe for work. When their parent is killed (SIGKILL, the OOM killer), nothing closes
 that pipe, so they would wait forever, each holding its memory. The data layer's pools (Pathfinder decoding and
 generation, the ListOps generator) start their workers with `exit_with_parent`, which checks the parent's process
-id once a second and exits once the worker has been orphaned.
+id once a second and exits once the worker has been orphaned. `process_alive` tells a temporary folder of a
+killed writer from one still being written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,17 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 PARENT_CHECK_SECONDS = 1.0
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def exit_with_parent(parent: int) -> None:

@@ -12,6 +12,8 @@ from mega import (
     MegaConfig,
     MegaEncoder,
     MegaForSequenceClassification,
+    MegalodonConfig,
+    MegalodonForSequenceClassification,
     TransformerConfig,
     TransformerForSequenceClassification,
 )
@@ -113,7 +115,7 @@ def _wrong_value(kind: object) -> object:
     return 3 if "str" in str(kind) else "abc"
 
 
-@pytest.mark.parametrize("config_class", [MegaConfig, TransformerConfig])
+@pytest.mark.parametrize("config_class", [MegaConfig, TransformerConfig, MegalodonConfig])
 def test_every_option_of_the_wrong_type_is_named_with_its_value_and_type(config_class: type) -> None:
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
@@ -137,3 +139,4 @@ def test_option_types_are_checked_without_building_the_config() -> None:
         check_option_types(MegaConfig, {"hidden_size": 1.5}, prefix="model")
     assert MegaForSequenceClassification.config_class is MegaConfig
     assert TransformerForSequenceClassification.config_class is TransformerConfig
+    assert MegalodonForSequenceClassification.config_class is MegalodonConfig
