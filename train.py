@@ -93,7 +93,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
     from tasks.training.checkpoint_io import RelocatedCheckpoints, VerifiedCheckpointIO
+    from tasks.training.console import tidy_console
     from tasks.training.state import checkpoint_file, count_parameters
+
+    tidy_console()  # again: Lightning has added its own console handler
 
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
@@ -158,9 +161,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def finish_wandb_run() -> None:
-    """End this job's W&B run, if a W&B logger started one: each job of a multirun must be its own W&B run."""
+    """End this job's W&B run, if a W&B logger started one: each job of a multirun must be its own W&B run.
+    An offline run gets its config and summary written into its `files/` first (readable without W&B)."""
     wandb = sys.modules.get("wandb")  # never imported when no W&B logger was configured
     if wandb is not None and wandb.run is not None:
+        if wandb.run.offline:
+            from tasks.training.reporting import write_offline_files
+
+            write_offline_files(wandb.run)
         wandb.finish()
 
 
@@ -210,6 +218,9 @@ def report_failure(cfg: DictConfig, error: Exception) -> float:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from tasks.training.console import tidy_console  # tasks.training imports torch: after Hydra composed
+
+    tidy_console()
     try:
         check_model_types(cfg.model)
         if cfg.get("ckpt_path"):
