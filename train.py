@@ -209,6 +209,7 @@ def report_failure(cfg: DictConfig, error: Exception) -> float:
         return cfg.failed_trial_value
     if not COMMAND_LINE or os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise error  # Python callers get the exception itself; HYDRA_FULL_ERROR=1 asks for the whole traceback
+    finish_wandb_run()  # W&B prints its closing lines: before the error, so that the error is the last line
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         log.error("%s", summary)
         raise RunFailed(summary) from error  # the basic sweeper runs the other jobs, then reports this one

@@ -45,7 +45,10 @@ def test_a_bad_model_option_fails_in_one_line_before_any_heavy_import(tmp_path: 
     output = result.stdout + result.stderr
     message = "model.chunk_size='abc' has type str; expected int"
     assert output.count(message) == 1 and "Traceback" not in output, output
-    assert f"Error: TypeError: {message} (traceback in {run_dir / 'train.log'})" in result.stderr
+    assert (
+        result.stderr.splitlines()[-1]
+        == f"Error: TypeError: {message} (traceback in {run_dir / 'train.log'})"
+    )
     log = (run_dir / "train.log").read_text()
     assert "Traceback" in log and message in log
     assert not (run_dir / ".hydra").exists()  # nothing of a run that never started
