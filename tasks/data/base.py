@@ -33,7 +33,7 @@ Hooks (all optional except `read_split`):
 - `has_source(folder)` / `check_folder(folder)`: does a folder hold this task's files / are they complete
   (default: any / every file of `split_files`); `check_folder` raises naming what is missing.
 - `fallback_folders()`: places searched after the release layouts (e.g. Hugging Face hub snapshots).
-- `source_files(folder)`: the files whose size and mtime key the cache (default: `split_files`).
+- `source_files(folder)`: the files (paths or strings) whose size and mtime key the cache (default: `split_files`).
 - `token_options()`: options that change the tokens (part of the cache key; default `max_length`);
   `synthetic_options()`: options of the stand-in (name its folder); `features()`: Arrow column types.
 - `transform(name, values)`: per-batch tensor transform after padding (e.g. pixel normalisation);
@@ -333,8 +333,9 @@ class SequenceDataModule(LightningDataModule):
         """Where `generate(…, synthetic=False)` writes when the release is absent and `release_dir` is not set."""
         return self.root_dir / self.release_folders[0]
 
-    def source_files(self, folder: Path) -> list[Path]:
-        """The raw files whose size and mtime key the cache (default: the split files)."""
+    def source_files(self, folder: Path) -> list[Path | str]:
+        """The raw files whose size and mtime key the cache (default: the split files); strings are fine (cheaper
+        than Paths for 200k files)."""
         return [folder / name for name in self.split_files.values()]
 
     def token_options(self) -> dict[str, Any]:
