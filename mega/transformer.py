@@ -13,7 +13,7 @@ from torch import nn
 
 from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS
 from mega.embeddings import build_embedding
-from mega.heads import SequenceClassifier
+from mega.heads import SequenceClassifier, head_arguments, resolve_config
 
 POSITION_EMBEDDINGS = ("sinusoidal", "learned")
 
@@ -178,20 +178,6 @@ class TransformerForSequenceClassification(SequenceClassifier):
     """net = TransformerForSequenceClassification(**options); logits = net(input, mask, input2=None, mask2=None)."""
 
     def __init__(self, config: TransformerConfig | None = None, **options) -> None:
-        if config is None:
-            config = TransformerConfig(**options)
-        elif options:
-            raise ValueError(
-                f"pass either a TransformerConfig or options, not both (got options {sorted(options)})"
-            )
-        super().__init__(
-            TransformerEncoder(config),
-            config.hidden_size,
-            config.intermediate_size,
-            config.num_labels,
-            config.pooling,
-            config.dual_encoder,
-            config.pair_combine,
-            config.head_dropout,
-        )
+        config = resolve_config(TransformerConfig, config, options)
+        super().__init__(TransformerEncoder(config), **head_arguments(config))
         self.config = config

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tasks.data import download
 from tasks.data.base import SequenceDataModule, options_hash
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,8 @@ class ListOpsDataModule(SequenceDataModule):
     split_files = SPLIT_FILES
     can_generate = True
     download_hint = (
-        "The LRA release (lra_release.gz from google-research/long-range-arena) unpacks to "
-        "lra_release/lra_release/listops-1000/"
+        "Get the release with `python -m tasks.download listops` (or data.download=true): it takes "
+        "listops-1000/ from lra_release.gz (google-research/long-range-arena) into <data_dir>/lra_release/"
     )
     standin_description = "a tiny set of our generator's expressions (depth <= 5, 10-64 tokens)"
 
@@ -238,6 +239,9 @@ class ListOpsDataModule(SequenceDataModule):
             "max_length": 64,
             "seed": self.seed,
         }
+
+    def download_into(self, root: Path) -> None:
+        download.download_into(root, download.task_parts("listops"))
 
     def generated_folder(self) -> Path:
         if self.generator == LRA_GENERATOR:

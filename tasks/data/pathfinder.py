@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from tasks.data import download
 from tasks.data import pathfinder_generator as generator
 from tasks.data.pixels import PixelDataModule
 
@@ -43,6 +44,8 @@ METADATA_FIELDS = 11  # see the module docstring
 LABEL_FIELD = 3
 DECODE_CHUNK = 500  # images per unit of parallel decoding
 HOW_TO_GET = (
+    "`python -m tasks.download pathfinder` (Path-X: `pathx`; or data.download=true) takes the folder from "
+    "lra_release.gz into <data_dir>/lra_release/; by hand: "
     "download lra_release.gz from https://github.com/google-research/long-range-arena and unpack it into "
     "paths.data_dir (`tar xzf lra_release.gz -C <data_dir>` gives <data_dir>/lra_release/lra_release/pathfinder32/), "
     "generate our stand-in with `python -m tasks.data.pathfinder generate --out <data_dir>/lra_release`, "
@@ -232,6 +235,9 @@ class PathfinderDataModule(PixelDataModule):
 
     def synthetic_options(self) -> dict[str, Any]:
         return {"style": dataclasses.asdict(self.style()), "size": self.synthetic_size, "seed": self.synthetic_seed}
+
+    def download_into(self, root: Path) -> None:
+        download.download_into(root, [download.pathfinder_part(self.resolution, self.difficulty)])
 
     def generate(self, folder: Path, synthetic: bool) -> None:
         generator.write_dataset(

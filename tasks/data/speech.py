@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tasks.data import download
 from tasks.data.arrays import ArrayDataModule
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ SAMPLE_RATE = 16000
 CLIP_SAMPLES = 16000
 LIST_FILES = {"val": "validation_list.txt", "test": "testing_list.txt"}
 HOW_TO_GET = (
+    "`python -m tasks.download speech` (or data.download=true) fetches, verifies and unpacks it; by hand: "
     "download http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz and untar it into "
     "paths.data_dir/speech_commands_v0.02/ (the archive has no top folder), or run with data.synthetic=true for a "
     "stand-in (not the benchmark)"
@@ -310,6 +312,9 @@ class SpeechDataModule(ArrayDataModule):
 
     def generate(self, folder: Path, synthetic: bool) -> None:
         write_standin(folder, self.synthetic_clips_per_word, seed=self.seed)
+
+    def download_into(self, root: Path) -> None:
+        download.download_into(root, download.task_parts("speech"))
 
     def has_source(self, folder: Path) -> bool:
         return any((folder / word).is_dir() for word in SC10_WORDS)
