@@ -1,8 +1,10 @@
-"""Run the whole paper table: every task × {MEGA, MEGA-chunk} (and optionally the Transformer) × seeds.
+"""Run the whole paper table: every task × {MEGA, MEGA-chunk} (optionally Megalodon, Megalodon-chunk, the
+Transformer) × seeds.
 
     python -m experiments.paper_table --dry-run              # print the commands, run nothing
     python -m experiments.paper_table                        # 8 tasks × 2 models × 5 seeds, then the report
     python -m experiments.paper_table --tasks lra_text lra_image --seeds 1 2 --models mega transformer
+    python -m experiments.paper_table --models megalodon megalodon_chunk   # the Megalodon paper's Tables 6 and 7
     python -m experiments.paper_table -- hydra/launcher=slurm trainer=gpu   # extra overrides for every job
     python -m experiments.paper_table --spt --models mega --tasks lra_image    # + self-pretrained runs (docs/spt.md)
 
@@ -27,7 +29,7 @@ from experiments.report import main as report_main
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-MODELS = ("mega", "mega_chunk", "transformer")
+MODELS = ("mega", "mega_chunk", "megalodon", "megalodon_chunk", "transformer")
 
 
 def available_tasks() -> list[str]:
@@ -38,13 +40,32 @@ def available_tasks() -> list[str]:
 
 
 def experiments_for(model: str, tasks: list[str]) -> list[str]:
-    """The experiment names one model runs: `<task>` (MEGA), `<task>_chunk` (MEGA-chunk), or the tasks that
-    have a Transformer size in conf/arch/transformer/ (the paper has no Transformer for SC-Raw: out of memory)."""
+    """The experiment names one model runs: `<task>` (MEGA), `<task>_chunk` (MEGA-chunk), or the tasks that have
+    a size in conf/arch/<family>/ (the Transformer: not SC-Raw, out of memory in the paper; Megalodon: the LRA tasks
+    and sc_raw). Megalodon-chunk runs `<task>` with model=megalodon_chunk (which picks `<task>_chunk`) where the
+    two chunk sizes differ: SC-Raw's one Megalodon model (c = 1000) runs once, with model=megalodon."""
     if model == "mega":
         return list(tasks)
     if model == "mega_chunk":
         return [f"{t}_chunk" for t in tasks if (CONF / "experiment" / f"{t}_chunk.yaml").exists()]
-    return [t for t in tasks if (CONF / "arch" / "transformer" / f"{t}.yaml").exists()]
+    if model == "megalodon_chunk":
+        return [
+            t
+            for t in tasks
+            if (CONF / "arch" / "megalodon" / f"{t}_chunk.yaml").exists() and chunks_differ(t)
+        ]
+    return [t for t in tasks if (CONF / "arch" / model / f"{t}.yaml").exists()]
+
+
+def chunks_differ(task: str) -> bool:
+    """Whether Megalodon's two recipes for the task differ in chunk size (SC-Raw: both c = 1000)."""
+    from omegaconf import OmegaConf
+
+    def chunk(name: str) -> int:
+        node = OmegaConf.load(CONF / "arch" / "megalodon" / f"{name}.yaml")
+        return int(node.chunk_size)
+
+    return chunk(task) != chunk(f"{task}_chunk")
 
 
 def commands(
@@ -63,8 +84,8 @@ def commands(
             "experiment=" + ",".join(names),
             "seed=" + ",".join(map(str, seeds)),
         ]
-        if model == "transformer":
-            cmd.append("model=transformer")
+        if model not in ("mega", "mega_chunk"):
+            cmd.append(f"model={model}")
         cmd += [f"hydra.sweep.dir={out / model}", *extra]
         cmds.append(cmd)
     return cmds

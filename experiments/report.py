@@ -67,9 +67,12 @@ IGNORED = (
     "data.pin_memory",
     "data.root_dir",
     "data.data_dir",
+    "data.release_dir",
     "data.cache_dir",
     "data.hf_cache_dir",
+    "data.hub_cache",
     "data.download",
+    "data.verify_cache",
     "trainer.default_root_dir",
     "trainer.log_every_n_steps",
     "trainer.enable_progress_bar",
@@ -77,6 +80,7 @@ IGNORED = (
     "callbacks.model_summary",
     "callbacks.lr_monitor",
     "callbacks.periodic_checkpoint",
+    "callbacks.validation_log",
 )
 # Overrides that keep a run the paper's recipe (they may still change its config: such groups get their own column)
 HARDWARE = (

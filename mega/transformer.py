@@ -4,6 +4,7 @@ and classifier head, so that every task runs with either model."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -11,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS
+from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS, check_option_types
 from mega.embeddings import build_embedding, embed_or_given
-from mega.heads import SequenceClassifier
+from mega.heads import SequenceClassifier, head_arguments, resolve_config
 
 POSITION_EMBEDDINGS = ("sinusoidal", "learned")
 
@@ -49,6 +50,7 @@ class TransformerConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
+        check_option_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.attention_size is None:
             self.attention_size = self.hidden_size
         for option, value, allowed in (
@@ -197,21 +199,9 @@ class TransformerEncoder(nn.Module):
 class TransformerForSequenceClassification(SequenceClassifier):
     """net = TransformerForSequenceClassification(**options); logits = net(input, mask, input2=None, mask2=None)."""
 
+    config_class = TransformerConfig  # what its options are (train.py checks their types before building)
+
     def __init__(self, config: TransformerConfig | None = None, **options) -> None:
-        if config is None:
-            config = TransformerConfig(**options)
-        elif options:
-            raise ValueError(
-                f"pass either a TransformerConfig or options, not both (got options {sorted(options)})"
-            )
-        super().__init__(
-            TransformerEncoder(config),
-            config.hidden_size,
-            config.intermediate_size,
-            config.num_labels,
-            config.pooling,
-            config.dual_encoder,
-            config.pair_combine,
-            config.head_dropout,
-        )
+        config = resolve_config(TransformerConfig, config, options)
+        super().__init__(TransformerEncoder(config), **head_arguments(config))
         self.config = config

@@ -75,8 +75,9 @@ def test_labels_only_at_chosen_positions_and_causal_targets():
             mega.TransformerForSequenceClassification,
             dict(vocab_size=20, hidden_size=16, num_attention_heads=2),
         ),
+        (mega.MegalodonForSequenceClassification, {**MEGA_OPTIONS, "norm_num_groups": 2}),
     ],
-    ids=["mega", "mega-chunk-real", "transformer-cls"],
+    ids=["mega", "mega-chunk-real", "transformer-cls", "megalodon"],
 )
 def test_hidden_positions_are_not_read(classifier, options):
     torch.manual_seed(0)
@@ -285,8 +286,9 @@ CRASH = ["+callbacks.crash._target_=tests.test_train.CrashAtStep", "+callbacks.c
 
 
 def chain(tmp_path, data_dir, name, pretrain=(), finetune=()) -> int:
-    # epochs of 3 batches: the crash at step 2 is inside an epoch (checkpoints every 2 steps, 4 steps per stage)
-    shared = [*SMALL, "seed=3", "trainer.limit_train_batches=3"]
+    # smoke runs: epochs of 2 batches, checkpoints every 2 steps, 4 steps per stage (a crash at step 2 follows the
+    # first validation)
+    shared = [*SMALL, "seed=3"]
     return spt.run_chain(
         "lra_listops", shared, list(pretrain), list(finetune), tmp_path / name, in_process(data_dir)
     )
@@ -344,6 +346,10 @@ def test_chain_commands(tmp_path, capsys):
     with open_dict(cfg := compose_config(["experiment=lra_image_chunk_spt"], tmp_path / "r", tmp_path / "d")):
         assert cfg.name == "lra_image_chunk_spt" and cfg.model.chunk_size == 128
         assert cfg.module._target_.endswith("PretrainingModule") and cfg.monitor == "val/loss"
+    for model in ("megalodon", "megalodon_chunk"):  # the fine-tuning run's Megalodon, as for MEGA
+        pre = compose_config(["experiment=lra_text_spt", f"model={model}"], tmp_path / "r", tmp_path / "d")
+        fine = compose_config(["experiment=lra_text", f"model={model}"], tmp_path / "f", tmp_path / "d")
+        assert pre.model == fine.model and pre.model._target_ == "mega.MegalodonForSequenceClassification"
 
 
 # the recipes of docs/spt.md#recipes, transcribed: objective, rate, target, batch, accumulation, lr, weight decay,
@@ -382,3 +388,4 @@ def test_spt_recipe_values(tmp_path, experiment):
         [f"experiment={experiment.removesuffix('_spt')}"], tmp_path / "ft", tmp_path / "data"
     )
     assert cfg.model == finetune.model  # the fine-tuning run's model, so init_from loads it
+    assert cfg.optimizer._target_ == finetune.optimizer._target_

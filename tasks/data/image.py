@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tasks.data import download
 from tasks.data.base import hub_snapshots
 from tasks.data.pixels import PixelDataModule
 
@@ -28,6 +29,8 @@ LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 SIDE = 32
 HF_REPOS = ("uoft-cs/cifar10", "cifar10")  # hub names of the same data set (new, legacy)
 HOW_TO_GET = (
+    "`python -m tasks.download image` (or data.download=true; `--source hf` / data.download=hf for the Hugging "
+    "Face copy) fetches, verifies and unpacks it; by hand: "
     "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and untar it into paths.data_dir "
     "(it creates cifar-10-batches-py/), or save a Hugging Face copy there "
     "(`datasets.load_dataset('uoft-cs/cifar10').save_to_disk('<paths.data_dir>/cifar10')`); a snapshot of "
@@ -266,6 +269,9 @@ class ImageDataModule(PixelDataModule):
 
     def fallback_folders(self) -> list[Path]:
         return hub_snapshots(HF_REPOS, self.hub_cache)
+
+    def download_into(self, root: Path) -> None:
+        download.download_into(root, download.task_parts("image", "hf" if self.download == "hf" else "archive"))
 
     def has_source(self, folder: Path) -> bool:
         pickles = any((folder / name).is_file() for name in (*TRAIN_BATCHES, TEST_BATCH))

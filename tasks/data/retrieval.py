@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tasks.data import download
 from tasks.data.byte_text import ByteTextDataModule
 from tasks.data.tokenizers import encode_bytes
 
@@ -143,9 +144,10 @@ class RetrievalDataModule(ByteTextDataModule):
     release_folders = ("tsv_data", "aan")  # the tarball's lra_release/lra_release/tsv_data, or s4's aan/
     split_files = AAN_FILES
     download_hint = (
-        "Download lra_release.gz (https://storage.googleapis.com/long-range-arena/lra_release.gz, linked from the "
-        "google-research/long-range-arena README) and unpack it into paths.data_dir: the files are "
-        "lra_release/lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv"
+        "Fix: `python -m tasks.download retrieval` (or data.download=true) takes tsv_data/ from lra_release.gz "
+        "into <data_dir>/lra_release/. By hand: download https://storage.googleapis.com/long-range-arena/"
+        "lra_release.gz (linked from the google-research/long-range-arena README) and unpack it into "
+        "paths.data_dir: the files are lra_release/lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv"
     )
     standin_description = "generated paper pairs, linked when both documents share a generated topic"
     standin_defaults = {"num_train": 400, "num_eval": 100, "num_topics": 4, "max_bytes": 600, "seed": 0}
@@ -154,6 +156,9 @@ class RetrievalDataModule(ByteTextDataModule):
         super().__init__(**kwargs)
         if not self.dual_encoder:
             raise ValueError("data.dual_encoder must be true for Retrieval: every example has two documents")
+
+    def download_into(self, root: Path) -> None:
+        download.download_into(root, download.task_parts("retrieval"))
 
     def generate(self, folder: Path, synthetic: bool) -> None:
         write_standin_aan(folder, **self.standin)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tasks.data import download
 from tasks.data.arrays import ArrayDataModule
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ SAMPLE_RATE = 16000
 CLIP_SAMPLES = 16000
 LIST_FILES = {"val": "validation_list.txt", "test": "testing_list.txt"}
 HOW_TO_GET = (
+    "`python -m tasks.download speech` (or data.download=true) fetches, verifies and unpacks it; by hand: "
     "download http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz and untar it into "
     "paths.data_dir/speech_commands_v0.02/ (the archive has no top folder), or run with data.synthetic=true for a "
     "stand-in (not the benchmark)"
@@ -311,6 +313,9 @@ class SpeechDataModule(ArrayDataModule):
     def generate(self, folder: Path, synthetic: bool) -> None:
         write_standin(folder, self.synthetic_clips_per_word, seed=self.seed)
 
+    def download_into(self, root: Path) -> None:
+        download.download_into(root, download.task_parts("speech"))
+
     def has_source(self, folder: Path) -> bool:
         return any((folder / word).is_dir() for word in SC10_WORDS)
 
@@ -320,9 +325,9 @@ class SpeechDataModule(ArrayDataModule):
             raise FileNotFoundError(f"{folder} has no word folder {', '.join(missing)}. To fix: {HOW_TO_GET}")
 
     def source_files(self, folder: Path) -> list[Path]:
-        # a folder's mtime changes when clips are added or removed: cheaper than 35k file stats
+        # every clip read (size and mtime: a WAV replaced in place changes the cache key) and the list files
         lists = [folder / name for name in LIST_FILES.values() if (folder / name).is_file()]
-        return [folder / word for word in SC10_WORDS] + lists
+        return [path for word in SC10_WORDS for path in sorted((folder / word).glob("*.wav"))] + lists
 
     def read_arrays(self, folder: Path, out: Path) -> dict[str, np.ndarray]:
         """`input` int16 [N, 16000], `label`, the split's row indices, and the training statistics

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.data.base import hub_snapshots, write_atomically
+from tasks.data import download
+from tasks.data.base import hub_snapshots
 from tasks.data.byte_text import ByteTextDataModule
 from tasks.data.tokenizers import decode_bytes, encode_bytes
 
@@ -177,14 +178,16 @@ class TextDataModule(ByteTextDataModule):
     s4 do, the test set (`val_split: test`). `synthetic=true` writes a learnable stand-in aclImdb tree instead.
 
     Found as the Stanford aclImdb tree or HF parquet files under the data folders, or in the HF hub cache
-    (`hub_cache`); `download=true` writes parquet files from `datasets.load_dataset` (cache: `hf_cache_dir`)."""
+    (`hub_cache`); `download=true` fetches aclImdb_v1.tar.gz (`python -m tasks.download text`), `download=hf`
+    writes parquet files from `datasets.load_dataset` (cache: `hf_cache_dir`)."""
 
     task = "text"
     release_folders = ("aclImdb", "imdb/aclImdb", "plain_text", "imdb/plain_text")
     download_hint = (
-        "Fix: unpack aclImdb_v1.tar.gz (https://ai.stanford.edu/~amaas/data/sentiment/) into paths.data_dir (or "
-        "data.release_dir), or put the HF parquet files plain_text/{train,test}-*.parquet there, or set "
-        "data.download=true to write them from datasets.load_dataset('stanfordnlp/imdb') (its cache or the network)"
+        "Fix: `python -m tasks.download text` (or data.download=true) fetches and unpacks aclImdb_v1.tar.gz "
+        "(https://ai.stanford.edu/~amaas/data/sentiment/) into paths.data_dir; data.download=hf (or "
+        "`python -m tasks.download text --source hf`) writes the HF parquet files plain_text/{train,test}-*.parquet "
+        "from datasets.load_dataset('stanfordnlp/imdb') instead; or unpack or put either there by hand"
     )
     standin_description = "reviews of filler words carrying words of the label's sentiment (not IMDB)"
     standin_defaults = {"num_train": 400, "num_test": 100, "max_bytes": 600, "seed": 0}
@@ -228,8 +231,8 @@ class TextDataModule(ByteTextDataModule):
         return [snapshot / "plain_text" for snapshot in hub_snapshots(["stanfordnlp/imdb"], self.hub_cache)]
 
     def download_into(self, root: Path) -> None:
-        folder = root / "imdb" / "plain_text"
-        write_atomically(folder, lambda tmp: write_imdb_parquet(tmp, self.hf_cache_dir))
+        source = "hf" if self.download == "hf" else "archive"
+        download.download_into(root, download.task_parts("text", source, hf_cache_dir=self.hf_cache_dir))
 
     def source_files(self, folder: Path) -> list[Path]:
         source = imdb_source(folder)

@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from mega.pretraining import OWN_OPTIONS
@@ -22,6 +21,7 @@ from tasks.training.state import (
     checkpoint_file,
     net_class_name,
     options_of,
+    read_checkpoint,
     run_dir_of,
 )
 
@@ -61,12 +61,35 @@ def describe(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def read_source(source: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint file of `init_from` (a run dir: its last.ckpt) and its verified contents."""
+    path = checkpoint_file(source, option="init_from")
+    return path, read_checkpoint(path)
+
+
+def check_source(source: str | Path, state: dict[str, Any], net_class: str, options: dict[str, Any]) -> None:
+    """Fail unless the checkpoint holds the encoder of a `net_class` built with these options (up to the head's
+    options and dropout rates), naming the model or each option that differs."""
+    saved = state.get("net_options")
+    if saved is None:
+        raise ValueError(
+            f"init_from={source}: the checkpoint holds no net_options: it was not written by this project"
+        )
+    theirs = source_class(state)
+    if theirs != net_class:
+        raise ValueError(
+            f"init_from={source}: the checkpoint holds the encoder of a {theirs}, this run builds a {net_class}: "
+            "choose the same model (model=...) as the pretraining run"
+        )
+    mine = encoder_options(saved) | encoder_options(options)  # options the config leaves out: the saved ones
+    check_model_options(encoder_options(saved), mine, f"with init_from={source}")
+
+
 def initialise_encoder(net: nn.Module, source: str | Path, load: bool = True) -> dict[str, Any]:
     """Copy the encoder weights of the checkpoint at `source` (a run dir: its last.ckpt) into `net.encoder`;
     return the record of the source run for results.json. load=False only reads the record (a resumed run
     already holds the weights)."""
-    path = checkpoint_file(source, option="init_from")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    path, state = read_source(source)
     record = describe(path, state)
     if not load:
         return record
@@ -77,18 +100,9 @@ def initialise_encoder(net: nn.Module, source: str | Path, load: bool = True) ->
             record["run_dir"],
             record["step"],
         )
-    saved = state.get("net_options")
-    if saved is None:
-        raise ValueError(
-            f"init_from={source}: {path} holds no net_options: it was not written by this project"
-        )
-    mine, theirs = net_class_name(net), source_class(state)
-    if theirs != mine:
-        raise ValueError(
-            f"init_from={source}: the checkpoint holds the encoder of a {theirs}, this run builds a {mine}: "
-            "choose the same model (model=...) as the pretraining run"
-        )
-    check_model_options(encoder_options(saved), encoder_options(options_of(net) or {}), "with init_from")
+    options = options_of(net) or {}
+    check_source(source, state, net_class_name(net), options)
+    saved = state["net_options"]
     weights = {
         k.removeprefix(ENCODER_PREFIX): v
         for k, v in state["state_dict"].items()
@@ -96,15 +110,14 @@ def initialise_encoder(net: nn.Module, source: str | Path, load: bool = True) ->
     }
     result = net.encoder.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        differ = {k: (saved.get(k), (options_of(net) or {}).get(k)) for k in HEAD_OPTIONS if k in saved}
-        differ = {k: v for k, v in differ.items() if v[0] != v[1]}
+        differ = [
+            f"model.{k}: checkpoint {saved.get(k)!r} vs config {options.get(k)!r}"
+            for k in HEAD_OPTIONS
+            if k in saved and saved.get(k) != options.get(k)
+        ]
         raise ValueError(
             f"init_from={source}: the encoder weights do not fit (missing {result.missing_keys}, unexpected "
-            f"{result.unexpected_keys}); head options that differ: "
-            + (
-                ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in differ.items())
-                or "none"
-            )
+            f"{result.unexpected_keys}); head options that differ: {', '.join(differ) or 'none'}"
         )
     log.info(
         "init_from=%s: loaded %d encoder tensors from %s (step %s)",

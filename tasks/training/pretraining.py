@@ -220,7 +220,7 @@ def check_causal(net: SelfPretrainingModel, length: int = 8) -> None:
     with torch.no_grad():
         before, after = net(probe), net(changed)
     net.train(was_training)
-    if not torch.allclose(before[:, :-1], after[:, :-1]):
+    if not torch.allclose(before[:, :-1], after[:, :-1], rtol=1e-4, atol=1e-5):  # FFT round-off is ~1e-7
         raise ValueError(
             "module.objective=causal needs a causal encoder (position t sees only positions <= t), but this one "
             "reads later positions: for MEGA set model.bidirectional=false model.is_decoder=true, for the "

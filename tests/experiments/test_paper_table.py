@@ -50,6 +50,14 @@ def test_transformer_runs_only_tasks_with_a_baseline_size(capsys):
     assert cmd[-2:] == ["trainer=ddp", "data.num_workers=2"]
 
 
+def test_megalodon_runs_every_task_and_its_chunked_variant(capsys):
+    full, chunk = dry_run(capsys, "--models", "megalodon", "megalodon_chunk", "--seeds", "1")
+    tasks = "lra_listops,lra_text,lra_retrieval,lra_image,lra_pathfinder,lra_pathx"
+    assert f"experiment={tasks},sc_raw" in full and "model=megalodon" in full
+    assert f"experiment={tasks}" in chunk and "model=megalodon_chunk" in chunk  # SC-Raw: one model (c = 1000)
+    assert "hydra.sweep.dir=multirun/paper_table/megalodon_chunk" in chunk
+
+
 def test_unknown_task_is_an_error(capsys):
     with pytest.raises(SystemExit):
         paper_table.main(["--dry-run", "--tasks", "lra_cifar"])

@@ -100,9 +100,12 @@ def test_missing_imdb_names_every_place_and_the_fix(tmp_path):
     assert "data.download=true" in message and "data.synthetic=true" in message
 
 
-def test_download_writes_parquet_files_that_are_found_again(tmp_path, monkeypatch):
+def test_download_hf_writes_parquet_files_that_are_found_again(tmp_path, monkeypatch):
     import datasets
 
+    from tasks.data import download
+
+    monkeypatch.setitem(download.EXPECTED, "text", {"train reviews": 2, "test reviews": 2})  # this tiny copy
     calls = []
 
     def load_dataset(name, split, cache_dir):
@@ -110,14 +113,14 @@ def test_download_writes_parquet_files_that_are_found_again(tmp_path, monkeypatc
         return datasets.Dataset.from_dict({"text": [f"{split} review", NON_ASCII], "label": [0, 1]})
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    source = find_imdb(tmp_path, tmp_path / "hub", download=True, hf_cache_dir=str(tmp_path / "hf"))
+    source = find_imdb(tmp_path, tmp_path / "hub", download="hf", hf_cache_dir=str(tmp_path / "hf"))
     assert (source.kind, source.path) == ("parquet", tmp_path / "imdb" / "plain_text")
     assert calls == [("stanfordnlp/imdb", s, str(tmp_path / "hf")) for s in ("train", "test")]
     assert read_all(source, "test") == [("test review", 0), (NON_ASCII, 1)]
     monkeypatch.setattr(
         datasets, "load_dataset", lambda *a, **k: pytest.fail("found on disk: no new download")
     )
-    assert find_imdb(tmp_path, tmp_path / "hub", download=True).path == source.path
+    assert find_imdb(tmp_path, tmp_path / "hub", download="hf").path == source.path
 
 
 def test_byte_tokenizer_is_lras_rule():
