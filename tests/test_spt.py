@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 import mega
 import train
@@ -389,3 +389,16 @@ def test_spt_recipe_values(tmp_path, experiment):
     )
     assert cfg.model == finetune.model  # the fine-tuning run's model, so init_from loads it
     assert cfg.optimizer._target_ == finetune.optimizer._target_
+
+
+def test_a_mismatched_init_from_fails_before_the_run_starts(make_cfg, tmp_path):
+    cfg = make_cfg("experiment=lra_listops", *SMALL, run="fine")
+    with open_dict(cfg):
+        options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k[0] != "_"}
+    wider = mega.MegaForSequenceClassification(**{**options, "hidden_size": 24})
+    ckpt = save_checkpoint(tmp_path / "wide.ckpt", SelfPretrainingModel.around(wider, "masked", "tokens", 16))
+    with open_dict(cfg):
+        cfg.init_from = str(ckpt)
+    with pytest.raises(ValueError, match=r"model.hidden_size: checkpoint 24 vs config 16.*with init_from="):
+        train.main(cfg)
+    assert not (Path(cfg.paths.output_dir) / ".hydra").exists()  # refused before the run dir was written
