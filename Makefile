@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install:  ## torch (CPU wheel when torch is missing), then the project with all extras
+install:  ## torch 2.13.0 when none is installed (pip's default build: CUDA on Linux), then the project with all extras
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==$(TORCH_VERSION)"
 	# transformers 4.37.2 pins huggingface_hub<1.0, which constrains datasets: resolve them in one command
 	$(PYTHON) -m pip install -e ".[dev,sweep]"

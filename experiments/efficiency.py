@@ -1,4 +1,5 @@
-"""The paper's efficiency comparison: training speed and peak memory of Transformer, MEGA and Mega-chunk on Text.
+"""The paper's efficiency comparison: training speed and peak memory of Transformer, MEGA, Mega-chunk, Megalodon
+and Megalodon-chunk on Text.
 
 One training step = forward of the classifier on a batch of random byte tokens, cross-entropy, backward and an AdamW
 update, in training mode with each recipe's dropout. Every (model, length) runs in its own fresh process
@@ -25,13 +26,20 @@ from experiments.harness import REPO_ROOT, Job, run_job
 from experiments.publish import fmt, fmt_ratio, markdown_table, ratio
 
 # model -> (conf/arch/<family>/<recipe>.yaml, the paper's name): MEGA's App. D Text recipe, its chunk-128 variant,
-# the LRA baseline
+# the LRA baseline, and Megalodon's Text recipes (Megalodon App. C, c = 128)
 RECIPES = {
     "Transformer": ("transformer", "lra_text", "Transformer"),
     "MEGA": ("mega", "lra_text", "MEGA"),
     "Mega-chunk": ("mega", "lra_text_chunk", "MEGA-chunk"),
+    "Megalodon": ("megalodon", "lra_text", "Megalodon"),
+    "Megalodon-chunk": ("megalodon", "lra_text_chunk", "Megalodon-chunk"),
 }
 MODELS = tuple(RECIPES)
+CLASSIFIERS = {
+    "transformer": "TransformerForSequenceClassification",
+    "mega": "MegaForSequenceClassification",
+    "megalodon": "MegalodonForSequenceClassification",
+}
 LR, WEIGHT_DECAY = 0.004, 0.01  # Text recipe; only the update's cost matters here
 
 
@@ -56,10 +64,7 @@ def build_classifier(options: dict[str, Any], device: torch.device):
     """A step closure: one AdamW training step of the Text classifier on random tokens and labels."""
     import mega
 
-    if options["model"] == "Transformer":
-        net = mega.TransformerForSequenceClassification(**options["net"])
-    else:
-        net = mega.MegaForSequenceClassification(**options["net"])
+    net = getattr(mega, CLASSIFIERS[RECIPES[options["model"]][0]])(**options["net"])
     net.to(device).train()
     if options.get("compile"):
         net.compile()  # as module.compile=true (experiments.compile_speed)
@@ -146,16 +151,16 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
     for model in args.models:
         row = _find(rows, model, reference)
         steps = ratio(1.0, row.get("median_s"))
-        paper_speed, paper_memory = paper.TEXT_4K_EFFICIENCY[RECIPES[model][2]]
+        paper_speed, paper_memory = paper.TEXT_4K_EFFICIENCY.get(RECIPES[model][2], (None, None))
         paper_rows.append(
             [
                 model,
                 row.get("error") or fmt(steps),
                 fmt_ratio(ratio(base.get("median_s"), row.get("median_s"))),
-                f"{paper_speed:g}×",
+                "–" if paper_speed is None else f"{paper_speed:g}×",
                 fmt(row.get("peak_mib"), 4),
                 fmt_ratio(ratio(row.get("peak_mib"), base.get("peak_mib"))),
-                f"{paper_memory:g}×",
+                "–" if paper_memory is None else f"{paper_memory:g}×",
                 f"{row['params']:,}" if "params" in row else "–",
             ]
         )
@@ -174,7 +179,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str,
         f"- Batch {args.batch_size}, random byte tokens without padding; one step = forward, cross-entropy, "
         f"backward, AdamW update; {args.warmup} warm-up step(s), median of {args.repeats} timed steps",
         f"- Models: the Text recipes in conf/arch/ (MEGA and Mega-chunk c = "
-        f"{net_options('Mega-chunk', 1)['chunk_size']}: App. D; Transformer: the LRA baseline), training mode",
+        f"{net_options('Mega-chunk', 1)['chunk_size']}: App. D; Megalodon and Megalodon-chunk: Megalodon App. C; "
+        "Transformer: the LRA baseline), training mode",
         "",
         f"Text at length {reference}, relative to the Transformer (paper: Table 2, GPU):",
         "",

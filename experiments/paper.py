@@ -8,6 +8,12 @@ Equipped Gated Attention", ICLR 2023 (arXiv:2209.10655):
 - Table 4, SC-Raw (Speech Commands SC10 on the raw 16,000 samples) test accuracy (%). Its "MEGA (base)" is itself
   chunked with c = 1000 (App. D.3), so it is MEGA-chunk here; the Transformer (XFM) ran out of memory (✗).
 
+Megalodon paper: X. Ma, X. Yang, W. Xiong, B. Chen, L. Yu, H. Zhang, J. May, L. Zettlemoyer, O. Levy, C. Zhou,
+"Megalodon: Efficient LLM Pretraining and Inference with Unlimited Context Length", 2024 (arXiv:2404.08801):
+- Table 6, LRA test accuracy (%) of MEGALODON and MEGALODON-chunk (c = 128, on Path-X c = 4096: App. C.1).
+- Table 7, SC-Raw accuracy (%) of MEGALODON (300K parameters, chunk c = 1000: App. C.2): Megalodon-chunk here, as
+  MEGA's chunked SC-Raw base.
+
 How `experiments.report` uses this file:
 - a run's model family is the `Family` whose `targets` holds the class name of its resolved `model._target_`, and
   its model name is `Family.variant(config)` (MEGA: "MEGA-chunk" when `model.chunk_size` > 0, else "MEGA");
@@ -26,6 +32,8 @@ from typing import Any
 
 MEGA_TABLE_2 = "MEGA paper (ICLR 2023), Table 2"
 MEGA_TABLE_4 = "MEGA paper (ICLR 2023), Table 4"
+MEGALODON_TABLE_6 = "Megalodon paper (arXiv 2404.08801), Table 6"
+MEGALODON_TABLE_7 = "Megalodon paper (arXiv 2404.08801), Table 7"
 
 
 def as_int(value: Any) -> int | None:
@@ -54,8 +62,15 @@ def mega_variant(config: Mapping[str, Any]) -> str:
     return "MEGA-chunk" if chunk is not None and chunk > 0 else "MEGA"
 
 
+def megalodon_variant(config: Mapping[str, Any]) -> str:
+    """Megalodon-chunk when attention is chunked (model.chunk_size > 0), else Megalodon."""
+    chunk = as_int(config.get("model.chunk_size"))
+    return "Megalodon-chunk" if chunk is not None and chunk > 0 else "Megalodon"
+
+
 FAMILIES: tuple[Family, ...] = (
     Family("MEGA", ("MegaForSequenceClassification",), mega_variant),
+    Family("Megalodon", ("MegalodonForSequenceClassification",), megalodon_variant),
     Family("Transformer", ("TransformerForSequenceClassification",)),
 )
 
@@ -83,7 +98,15 @@ class Published:
     source: str
 
 
-def _table_2(model: str, recipe_suffix: str, scores: dict[str, float | None]) -> list[Published]:
+def _table_2(
+    model: str,
+    recipe_suffix: str,
+    scores: dict[str, float | None],
+    source: str = MEGA_TABLE_2,
+    also: tuple[str, ...] = (),
+) -> list[Published]:
+    """One row of an LRA table: the recipe of each task is `<experiment><recipe_suffix>` (and `<experiment><a>` for
+    each suffix a in `also`)."""
     experiments = {
         "ListOps": "lra_listops",
         "Text": "lra_text",
@@ -93,7 +116,7 @@ def _table_2(model: str, recipe_suffix: str, scores: dict[str, float | None]) ->
         "Path-X": "lra_pathx",
     }
     return [
-        Published(task, model, score, (experiments[task] + recipe_suffix,), MEGA_TABLE_2)
+        Published(task, model, score, tuple(experiments[task] + a for a in (recipe_suffix, *also)), source)
         for task, score in scores.items()
     ]
 
@@ -124,6 +147,34 @@ PUBLISHED: tuple[Published, ...] = (
         },
     ),
     *_table_2(
+        "Megalodon",
+        "",
+        {
+            "ListOps": 63.79,
+            "Text": 90.48,
+            "Retrieval": 91.76,
+            "Image": 89.42,
+            "Pathfinder": 98.13,
+            "Path-X": 98.17,
+        },
+        MEGALODON_TABLE_6,
+    ),
+    # experiment=<task>_chunk model=megalodon, or experiment=<task> model=megalodon_chunk (the same config)
+    *_table_2(
+        "Megalodon-chunk",
+        "_chunk",
+        {
+            "ListOps": 62.23,
+            "Text": 90.53,
+            "Retrieval": 91.74,
+            "Image": 87.11,
+            "Pathfinder": 96.89,
+            "Path-X": 97.21,
+        },
+        MEGALODON_TABLE_6,
+        also=("",),
+    ),
+    *_table_2(
         "Transformer",
         "",
         {
@@ -136,14 +187,22 @@ PUBLISHED: tuple[Published, ...] = (
         },
     ),
     Published("SC-Raw base", "MEGA-chunk", 96.92, ("sc_raw", "sc_raw_chunk"), MEGA_TABLE_4),
+    Published("SC-Raw base", "Megalodon-chunk", 98.14, ("sc_raw", "sc_raw_chunk"), MEGALODON_TABLE_7),
     Published("SC-Raw big", "MEGA-chunk", 97.30, ("sc_raw_big", "sc_raw_big_chunk"), MEGA_TABLE_4),
     Published("SC-Raw base", "Transformer", None, ("sc_raw",), MEGA_TABLE_4),
 )
 
-# Table 2's "Avg" column (over the six LRA tasks, Path-X included)
-LRA_AVERAGE: dict[str, float] = {"MEGA": 88.21, "MEGA-chunk": 85.66, "Transformer": 59.24}
+# the "Avg" column of MEGA's Table 2 and Megalodon's Table 6 (over the six LRA tasks, Path-X included)
+LRA_AVERAGE: dict[str, float] = {
+    "MEGA": 88.21,
+    "MEGA-chunk": 85.66,
+    "Megalodon": 88.63,
+    "Megalodon-chunk": 87.62,
+    "Transformer": 59.24,
+}
 
-# Table 2's "Speed" and "Mem" columns: Text at length 4K, relative to the Transformer (XFM‡)
+# Table 2's "Speed" and "Mem" columns: Text at length 4K, relative to the Transformer (XFM‡); the Megalodon paper
+# reports none for its LRA models
 TEXT_4K_EFFICIENCY: dict[str, tuple[float, float]] = {
     "Transformer": (1.0, 1.0),
     "MEGA": (2.9, 0.31),

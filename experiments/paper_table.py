@@ -1,14 +1,19 @@
-"""Run the whole paper table: every task × {MEGA, MEGA-chunk} (and optionally the Transformer) × seeds.
+"""Run the whole paper table: every task × {MEGA, MEGA-chunk} (optionally Megalodon, Megalodon-chunk, the
+Transformer) × seeds.
 
     python -m experiments.paper_table --dry-run              # print the commands, run nothing
     python -m experiments.paper_table                        # 8 tasks × 2 models × 5 seeds, then the report
     python -m experiments.paper_table --tasks lra_text lra_image --seeds 1 2 --models mega transformer
+    python -m experiments.paper_table --models megalodon megalodon_chunk   # the Megalodon paper's Tables 6 and 7
     python -m experiments.paper_table -- hydra/launcher=slurm trainer=gpu   # extra overrides for every job
+    python -m experiments.paper_table --spt --models mega --tasks lra_image    # + self-pretrained runs (docs/spt.md)
 
 Each model is one Hydra multirun (so `hydra/launcher=slurm` sends all its jobs to the cluster at once). A failed
 job does not stop the others: Hydra runs the whole sweep and reports the failure at the end; this script goes on
 with the next multirun and lists the failures before it writes the report (`experiments.report`) of everything
-that finished.
+that finished. With `--spt`, every task with a self-pretraining experiment (`<task>_spt`) is also run as the
+chain of `experiments.spt` (pretraining, then fine-tuning from it) per model and seed, one after another on this
+machine, into `<out>/<model>_spt/<task>/seed<N>/`; the report puts them next to the same recipe from scratch.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from experiments.report import main as report_main
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-MODELS = ("mega", "mega_chunk", "transformer")
+MODELS = ("mega", "mega_chunk", "megalodon", "megalodon_chunk", "transformer")
 
 
 def available_tasks() -> list[str]:
@@ -35,13 +40,32 @@ def available_tasks() -> list[str]:
 
 
 def experiments_for(model: str, tasks: list[str]) -> list[str]:
-    """The experiment names one model runs: `<task>` (MEGA), `<task>_chunk` (MEGA-chunk), or the tasks that
-    have a Transformer size in conf/arch/transformer/ (the paper has no Transformer for SC-Raw: out of memory)."""
+    """The experiment names one model runs: `<task>` (MEGA), `<task>_chunk` (MEGA-chunk), or the tasks that have
+    a size in conf/arch/<family>/ (the Transformer: not SC-Raw, out of memory in the paper; Megalodon: the LRA tasks
+    and sc_raw). Megalodon-chunk runs `<task>` with model=megalodon_chunk (which picks `<task>_chunk`) where the
+    two chunk sizes differ: SC-Raw's one Megalodon model (c = 1000) runs once, with model=megalodon."""
     if model == "mega":
         return list(tasks)
     if model == "mega_chunk":
         return [f"{t}_chunk" for t in tasks if (CONF / "experiment" / f"{t}_chunk.yaml").exists()]
-    return [t for t in tasks if (CONF / "arch" / "transformer" / f"{t}.yaml").exists()]
+    if model == "megalodon_chunk":
+        return [
+            t
+            for t in tasks
+            if (CONF / "arch" / "megalodon" / f"{t}_chunk.yaml").exists() and chunks_differ(t)
+        ]
+    return [t for t in tasks if (CONF / "arch" / model / f"{t}.yaml").exists()]
+
+
+def chunks_differ(task: str) -> bool:
+    """Whether Megalodon's two recipes for the task differ in chunk size (SC-Raw: both c = 1000)."""
+    from omegaconf import OmegaConf
+
+    def chunk(name: str) -> int:
+        node = OmegaConf.load(CONF / "arch" / "megalodon" / f"{name}.yaml")
+        return int(node.chunk_size)
+
+    return chunk(task) != chunk(f"{task}_chunk")
 
 
 def commands(
@@ -60,10 +84,27 @@ def commands(
             "experiment=" + ",".join(names),
             "seed=" + ",".join(map(str, seeds)),
         ]
-        if model == "transformer":
-            cmd.append("model=transformer")
+        if model not in ("mega", "mega_chunk"):
+            cmd.append(f"model={model}")
         cmd += [f"hydra.sweep.dir={out / model}", *extra]
         cmds.append(cmd)
+    return cmds
+
+
+def spt_commands(
+    models: list[str], tasks: list[str], seeds: list[int], out: Path, extra: list[str]
+) -> list[list[str]]:
+    """One `experiments.spt` chain per model, experiment with an `_spt` experiment, and seed."""
+    cmds = []
+    for model in models:
+        for experiment in experiments_for(model, tasks):
+            if not (CONF / "experiment" / f"{experiment}_spt.yaml").exists():
+                continue
+            for seed in seeds:
+                cmd = [sys.executable, "-m", "experiments.spt", f"experiment={experiment}", f"seed={seed}"]
+                if model == "transformer":
+                    cmd.append("model=transformer")
+                cmds.append([*cmd, *extra, "--dir", str(out / f"{model}_spt" / experiment / f"seed{seed}")])
     return cmds
 
 
@@ -82,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path("multirun/paper_table"), help="root of all sweep folders"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    parser.add_argument(
+        "--spt", action="store_true", help="also self-pretraining + fine-tuning chains (experiments.spt)"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides added to every job (after --)")
     args = parser.parse_args(argv)
 
@@ -91,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"no experiment config for {unknown} in {CONF / 'experiment'}; choose from {known}")
     cmds = commands(args.models, tasks, args.seeds, args.out, args.overrides)
+    if args.spt:
+        cmds += spt_commands(args.models, tasks, args.seeds, args.out, args.overrides)
     if args.dry_run:
         for cmd in cmds:
             print(shlex.join(cmd))

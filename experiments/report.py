@@ -15,6 +15,10 @@ what was left out and why, and a bar chart.
 - A group whose runs changed nothing of their experiment's recipe but the seed, the model family (`model=`) and the
   hardware (HARDWARE: `trainer=gpu`, devices, precision) stands next to the paper's number for that recipe and
   model. Every other group is a row of "Other configurations", named by what it changed, next to no paper number.
+- Self-pretraining (docs/spt.md): a run fine-tuned from another run (`init_from`; results.json records that run) is
+  `<model> + SPT` (`+ causal SPT`), grouped by the pretraining run's recipe and what it changed (not by its path),
+  in its task's row next to the same model from scratch when both runs changed nothing of their recipes. The
+  pretraining runs themselves are left out and named (their metric is the denoising loss).
 - Left out unless asked for, each run named: runs on stand-in data (`data.synthetic=true`; --include-standin),
   debug runs (`debug=...`; --include-debug), runs that stopped before `trainer.max_steps` (--include-unfinished:
   each then a group of its own). Always left out and named: runs without `test/acc`, and every job folder without
@@ -54,6 +58,7 @@ IGNORED = (
     "logger",
     "hydra",
     "ckpt_path",
+    "init_from",  # the path of the run started from: its record (results.json) is part of the signature instead
     "torch_threads",
     "hparams_search",
     "optimized_metric",
@@ -62,9 +67,12 @@ IGNORED = (
     "data.pin_memory",
     "data.root_dir",
     "data.data_dir",
+    "data.release_dir",
     "data.cache_dir",
     "data.hf_cache_dir",
+    "data.hub_cache",
     "data.download",
+    "data.verify_cache",
     "trainer.default_root_dir",
     "trainer.log_every_n_steps",
     "trainer.enable_progress_bar",
@@ -72,6 +80,7 @@ IGNORED = (
     "callbacks.model_summary",
     "callbacks.lr_monitor",
     "callbacks.periodic_checkpoint",
+    "callbacks.validation_log",
 )
 # Overrides that keep a run the paper's recipe (they may still change its config: such groups get their own column)
 HARDWARE = (
@@ -90,6 +99,7 @@ LEFT_OUT = {
     "unfinished": "stopped before trainer.max_steps (--include-unfinished)",
     "no_test": "without test/acc (the test did not run: test=false, or it failed)",
     "no_results": "without results.json (crashed, killed or still running; or not valid JSON)",
+    "pretraining": "of self-pretraining (scored by their denoising loss; the runs fine-tuned from them are reported)",
 }
 FAILED = "✗"  # the paper's mark for chance level or out of memory
 
@@ -165,8 +175,39 @@ class Run:
         return paper.as_int(self.config.get("seed", (self.overrides or {}).get("seed")))
 
     @property
-    def model(self) -> str:
+    def base_model(self) -> str:
         return paper.model_name(self.config)
+
+    @property
+    def model(self) -> str:
+        """The model name, `+ SPT` (`+ causal SPT`) when fine-tuned from a self-pretraining run (init_from)."""
+        record = self.started_from
+        if record is None:
+            return self.base_model
+        objective = (record.get("pretraining") or {}).get("objective")
+        kind = {"masked": "SPT", "causal": "causal SPT"}.get(objective, "init_from")
+        return f"{self.base_model} + {kind}"
+
+    @property
+    def started_from(self) -> dict[str, Any] | None:
+        """The record of the run whose encoder this run started from (results.json `init_from`), if any."""
+        record = (self.result or {}).get("init_from")
+        return record if isinstance(record, dict) else None
+
+    @property
+    def is_pretraining(self) -> bool:
+        return str(self.config.get("module._target_") or "").endswith("PretrainingModule")
+
+    def pretraining_changes(self) -> list[str]:
+        """What the run started from changed of its own recipe (as `pretraining key=value`)."""
+        record = self.started_from
+        if record is None:
+            return []
+        overrides = parse_overrides(record.get("overrides") or [])
+        changes = [
+            f"pretraining {k}={v}" for k, v in overrides.items() if not ignored(k) and k not in CHOICES
+        ]
+        return changes + ([] if record.get("finished") else ["pretraining unfinished"])
 
     @property
     def debug(self) -> str | None:
@@ -206,13 +247,16 @@ class Run:
         return {k: float(v) for k, v in values if isinstance(v, int | float) and not isinstance(v, bool)}
 
     def changes(self) -> list[str]:
-        """The overrides that change this run's recipe or hardware, as `key=value`."""
-        return [f"{k}={v}" for k, v in (self.overrides or {}).items() if not ignored(k) and k not in CHOICES]
+        """The overrides that change this run's recipe or hardware, as `key=value` (then those of the run it
+        started from)."""
+        own = [f"{k}={v}" for k, v in (self.overrides or {}).items() if not ignored(k) and k not in CHOICES]
+        return own + self.pretraining_changes()
 
     def is_recipe(self) -> bool:
-        """Nothing changed but the seed and the hardware (so its config is its experiment's recipe)."""
+        """Nothing changed but the seed and the hardware (so its config is its experiment's recipe; a fine-tuning
+        run's pretraining also its own experiment's recipe)."""
         return self.overrides is not None and all(
-            change.partition("=")[0] in HARDWARE for change in self.changes()
+            change.removeprefix("pretraining ").partition("=")[0] in HARDWARE for change in self.changes()
         )
 
     def signature(self) -> tuple:
@@ -225,6 +269,12 @@ class Run:
                 if not ignored(k)
             )
         )
+        if (
+            self.started_from is not None
+        ):  # what it started from: the same pretraining recipe, not the same path
+            record = self.started_from
+            started = [record.get("experiment"), record.get("pretraining"), self.pretraining_changes()]
+            options += (("started from", json.dumps(started, sort_keys=True, default=str)),)
         return options + ((("stopped at step", str(self.stopped_at)),) if self.stopped_at is not None else ())
 
 
@@ -309,6 +359,8 @@ def select(
             reason = "standin"
         elif run.stopped_at is not None and not unfinished:
             reason = "unfinished"
+        elif run.is_pretraining:
+            reason = "pretraining"
         elif run.accuracy is None:
             reason = "no_test"
         else:
@@ -327,6 +379,8 @@ class Group:
     experiment: str
     changes: list[str]
     published: paper.Published | None = None
+    paper_row: str | None = None  # the task whose paper recipe it ran unchanged (its row of the paper table)
+    base_model: str = ""  # the model without `+ SPT`: orders the paper table's columns
     detail: list[str] = field(default_factory=list)  # options that tell it from a group with the same name
 
     @property
@@ -338,7 +392,7 @@ class Group:
 
     @property
     def row(self) -> str:
-        return self.published.task if self.published else self.experiment
+        return self.paper_row or self.experiment
 
     @property
     def accuracies(self) -> list[float]:
@@ -361,12 +415,17 @@ def group(runs: list[Run]) -> list[Group]:
         recipe_runs = [run for run in members if comparable and run.is_recipe()]
         named = recipe_runs or members
         experiments = sorted({run.experiment or "(no experiment)" for run in named})
-        model = members[0].model
+        model, base = members[0].model, members[0].base_model
         changes = list(dict.fromkeys(change for run in named for change in run.changes()))
         published = next(
             (p for run in recipe_runs if (p := paper.published_for(run.experiment, model)) is not None), None
         )
-        groups.append(Group(members, model, ", ".join(experiments), changes, published))
+        # a self-pretrained group stands in the row of its model's recipe, next to that model from scratch
+        recipe = next(
+            (p for run in recipe_runs if (p := paper.published_for(run.experiment, base)) is not None), None
+        )
+        row = recipe.task if recipe else None
+        groups.append(Group(members, model, ", ".join(experiments), changes, published, row, base))
         seeds = [run.seed for run in members]
         for seed in sorted({s for s in seeds if seeds.count(s) > 1}, key=str):
             log.warning(
@@ -383,7 +442,7 @@ def _tell_apart(groups: list[Group]) -> None:
     """Groups that would share a row and a name get the options in which their configs differ."""
     clashes: dict[tuple[str, str, bool], list[Group]] = defaultdict(list)
     for g in groups:
-        clashes[(g.row, g.label, g.published is not None)].append(g)
+        clashes[(g.row, g.label, g.paper_row is not None)].append(g)
     for clash in clashes.values():
         if len(clash) < 2:
             continue
@@ -418,12 +477,23 @@ def _paper_cell(task: str, model: str) -> str:
 
 
 def paper_columns(groups: list[Group]) -> list[tuple[str, str]]:
-    """(label, model) of the paper table's columns: the paper's models in order, then the labels with changes."""
+    """(label, model) of the paper table's columns: the paper's models in order, each from scratch, then
+    self-pretrained (`+ SPT`), then the labels with changes."""
     order = paper.model_order()
-    labels = {(g.label, g.model) for g in groups if g.published}
-    return sorted(
-        labels, key=lambda lm: (order.index(lm[1]) if lm[1] in order else len(order), lm[0] != lm[1], lm[0])
-    )
+    base = {g.model: g.base_model for g in groups}
+    labels = {(g.label, g.model) for g in groups if g.paper_row}
+
+    def key(column: tuple[str, str]) -> tuple:
+        label, model = column
+        family = base.get(model, model)
+        return (
+            order.index(family) if family in order else len(order),
+            model != family,
+            label != model,
+            label,
+        )
+
+    return sorted(labels, key=key)
 
 
 def _markdown(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -437,7 +507,7 @@ def paper_table(groups: list[Group]) -> list[str]:
     columns = paper_columns(groups)
     if not columns:
         return ["No group ran a paper recipe unchanged (see Other configurations)."]
-    cells = {(g.row, g.label): g for g in groups if g.published}
+    cells = {(g.row, g.label): g for g in groups if g.paper_row}
     tasks = [t for t in paper.TASKS if any((t, label) in cells for label, _ in columns)]
     header = ["Task"] + [f"{label} ({who})" for label, _ in columns for who in ("ours", "paper")]
     rows = []
@@ -465,7 +535,7 @@ def paper_table(groups: list[Group]) -> list[str]:
             total, embedding = metrics.get("params/total"), metrics.get("params/embedding", 0)
             row.append("–" if total is None else f"{int(total):,} / {int(total - embedding):,}")
         params_rows.append(row)
-    sources = ", ".join(dict.fromkeys(g.published.source for g in groups if g.published))
+    sources = ", ".join(dict.fromkeys(g.published.source for g in groups if g.published)) or "none"
     return [
         *_markdown(header, rows),
         "",
@@ -474,12 +544,13 @@ def paper_table(groups: list[Group]) -> list[str]:
         f"Test accuracy (%) of the best-validation checkpoint, mean ± sample std over seeds. Paper: {sources}; "
         f"{FAILED} = chance level or out of memory. LRA avg is over all six LRA tasks, Path-X included, as in the "
         "paper; shown only when all six have runs. A column with options in its name ran the recipe on other "
-        "hardware settings.",
+        "hardware settings. `+ SPT` columns: the same recipe fine-tuned from a self-pretraining run of the "
+        "task's `_spt` experiment (init_from; docs/spt.md); the MEGA paper has no such runs (–).",
     ]
 
 
 def other_table(groups: list[Group]) -> list[str]:
-    others = sorted((g for g in groups if not g.published), key=lambda g: (g.experiment, g.label))
+    others = sorted((g for g in groups if not g.paper_row), key=lambda g: (g.experiment, g.label))
     if not others:
         return []
     rows = [
@@ -529,8 +600,8 @@ def bar_chart(groups: list[Group], path: Path) -> list[str]:
 
     paper_labels = [label for label, _ in paper_columns(groups)]
     labels = paper_labels + sorted({g.label for g in groups} - set(paper_labels))
-    rows = [t for t in paper.TASKS if any(g.published and g.row == t for g in groups)]
-    rows += sorted({g.row for g in groups if not g.published} - set(rows))
+    rows = [t for t in paper.TASKS if any(g.paper_row == t for g in groups)]
+    rows += sorted({g.row for g in groups if not g.paper_row} - set(rows))
     width = 0.8 / max(len(labels), 1)
     figure, axes = plt.subplots(figsize=(max(6.0, 1.4 * len(rows)), 4.0))
     ticks = 0

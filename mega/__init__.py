@@ -1,4 +1,4 @@
-"""MEGA (Moving Average Equipped Gated Attention) in plain PyTorch."""
+"""MEGA (Moving Average Equipped Gated Attention) and its successor Megalodon in plain PyTorch."""
 
 from mega.cache import DecoderCache
 from mega.classifier import MegaForSequenceClassification
@@ -7,6 +7,7 @@ from mega.encoder import MegaEncoder
 from mega.heads import ClassifierHead, SequenceClassifier, combine_pair, pool
 from mega.hf import from_transformers, load_pretrained
 from mega.lm import LMOutput, MegaForCausalLM, MegaForMaskedLM
+from mega.megalodon import MegalodonConfig, MegalodonEncoder, MegalodonForSequenceClassification
 from mega.transformer import TransformerConfig, TransformerForSequenceClassification
 
 __all__ = [
@@ -18,6 +19,9 @@ __all__ = [
     "MegaForCausalLM",
     "MegaForMaskedLM",
     "MegaForSequenceClassification",
+    "MegalodonConfig",
+    "MegalodonEncoder",
+    "MegalodonForSequenceClassification",
     "SequenceClassifier",
     "TransformerConfig",
     "TransformerForSequenceClassification",

@@ -23,6 +23,31 @@ def chunk(x: torch.Tensor, chunk_len: int) -> torch.Tensor:
     return x.view(x.size(0), -1, chunk_len, *x.shape[2:])
 
 
+def split_chunks(
+    mask: torch.Tensor | None, chunk_size: int, *tensors: torch.Tensor
+) -> tuple[int, torch.Tensor | None, list[torch.Tensor]]:
+    """[B, L, ·] tensors → (C, key mask [B, K, C] or None, [B, K, C, ·] tensors), K = ⌈L / C⌉ chunks of C.
+
+    C = chunk_size when 0 < chunk_size < L, else L (one chunk). A last partial chunk is zero-padded and its
+    padding is masked out (so any length works); callers unpad the output with [:, :L].
+    """
+    batch, seq_len = tensors[0].shape[:2]
+    chunk_len = chunk_size if 0 < chunk_size < seq_len else seq_len
+    pad = -seq_len % chunk_len
+    if pad:
+        tensors = tuple(F.pad(t, (0, 0, 0, pad)) for t in tensors)
+        if mask is None:
+            mask = tensors[0].new_ones(batch, seq_len, dtype=torch.bool)
+        mask = F.pad(mask, (0, pad), value=False)
+    key_mask = chunk(mask, chunk_len) if mask is not None else None
+    return chunk_len, key_mask, [chunk(t, chunk_len) for t in tensors]
+
+
+def causal_mask(length: int, device: torch.device) -> torch.Tensor:
+    """Bool [C, C], True where query i may attend key j (j ≤ i)."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
 def blocked_keys(key_mask: torch.Tensor | None, causal: torch.Tensor | None) -> torch.Tensor | None:
     """Bool [B, K, 1, C] or [C, C] (broadcast to the scores): True where softmax must not attend, None if nowhere.
 
@@ -301,23 +326,13 @@ class MovingAverageGatedAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Block-diagonal attention over chunks; pads to a multiple of the chunk internally and unpads."""
         batch, seq_len, _ = query.shape
-        chunk_len = self.chunk_size if 0 < self.chunk_size < seq_len else seq_len
-        pad = -seq_len % chunk_len
-        if pad:
-            query, key, value = (F.pad(t, (0, 0, 0, pad)) for t in (query, key, value))
-            if mask is None:
-                mask = query.new_ones(batch, seq_len, dtype=torch.bool)
-            mask = F.pad(mask, (0, pad), value=False)
-        key_mask = chunk(mask, chunk_len) if mask is not None else None
-        causal = None
-        if self.causal:
-            causal = torch.ones(chunk_len, chunk_len, dtype=torch.bool, device=query.device).tril()
-        query, key = chunk(query, chunk_len), chunk(key, chunk_len)
+        chunk_len, key_mask, (query, key, value) = split_chunks(mask, self.chunk_size, query, key, value)
+        causal = causal_mask(chunk_len, query.device) if self.causal else None
         bias = self.rel_pos(chunk_len)
         out = RecomputedAttention.apply(  # [B, K, C, v]
             query,
             key,
-            self.hidden_dropout(chunk(value, chunk_len)),
+            self.hidden_dropout(value),
             bias,
             key_mask,
             causal,

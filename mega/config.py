@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
+import numbers
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,14 @@ POSITIONAL_BIASES = ("simple", "rotary")
 INPUT_KINDS = ("tokens", "real")
 POOLINGS = ("mean", "cls", "last")
 PAIR_COMBINES = ("concat", "nli")
+# the dropout probabilities of MegaConfig and MegalodonConfig (the same names and meaning)
+DROPOUT_OPTIONS = (
+    "dropout_prob",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "nffn_activation_dropout_prob",
+    "classifier_dropout",
+)
 
 
 @dataclass
@@ -84,32 +96,34 @@ class MegaConfig:
     rmsnorm_discards_normalization: bool = False  # the port's RMSNorm only multiplies by its weight
 
     def __post_init__(self) -> None:
+        check_option_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.use_chunking is None:
             self.use_chunking = self.chunk_size > 0
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError naming the option and the allowed values."""
-        _choice("normalization_type", self.normalization_type, NORMS)
-        _choice("activation", self.activation, ACTIVATIONS)
-        _choice("attention_activation", self.attention_activation, ATTENTION_FUNCTIONS)
-        _choice("relative_positional_bias", self.relative_positional_bias, POSITIONAL_BIASES)
-        _choice("input_kind", self.input_kind, INPUT_KINDS)
-        _choice("pooling", self.pooling, POOLINGS)
-        _choice("pair_combine", self.pair_combine, PAIR_COMBINES)
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "intermediate_size",
-            "ema_projection_size",
-            "shared_representation_size",
-            "max_positions",
-            "num_labels",
-            "type_vocab_size",
-        ):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"MegaConfig.{name}={getattr(self, name)} must be >= 1")
+        check_choice("normalization_type", self.normalization_type, NORMS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("attention_activation", self.attention_activation, ATTENTION_FUNCTIONS)
+        check_choice("relative_positional_bias", self.relative_positional_bias, POSITIONAL_BIASES)
+        check_choice("input_kind", self.input_kind, INPUT_KINDS)
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("pair_combine", self.pair_combine, PAIR_COMBINES)
+        check_sizes(
+            self,
+            (
+                "vocab_size",
+                "hidden_size",
+                "num_hidden_layers",
+                "intermediate_size",
+                "ema_projection_size",
+                "shared_representation_size",
+                "max_positions",
+                "num_labels",
+                "type_vocab_size",
+            ),
+        )
         if self.use_normalized_ffn and self.nffn_hidden_size < 1:
             raise ValueError(
                 f"MegaConfig.nffn_hidden_size={self.nffn_hidden_size} must be >= 1 "
@@ -127,20 +141,8 @@ class MegaConfig:
             )
         if self.truncation is not None and self.truncation < 1:
             raise ValueError(f"truncation={self.truncation} must be None (whole sequence) or >= 1")
-        for name in (
-            "dropout_prob",
-            "hidden_dropout_prob",
-            "attention_probs_dropout_prob",
-            "nffn_activation_dropout_prob",
-            "classifier_dropout",
-        ):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"MegaConfig.{name}={value} must be in [0, 1)")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(
-                f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}) or None"
-            )
+        check_probabilities(self, DROPOUT_OPTIONS)
+        check_inputs(self)
         if self.add_cross_attention and not self.is_decoder:
             raise ValueError(
                 "add_cross_attention=True needs is_decoder=True (cross-attention blocks are decoder "
@@ -148,11 +150,6 @@ class MegaConfig:
             )
         if self.input_kind == "real" and self.add_token_type_embeddings:
             raise ValueError("add_token_type_embeddings=True needs input_kind='tokens'")
-        if self.input_kind == "real" and self.pooling == "cls":
-            raise ValueError(
-                "pooling='cls' needs input_kind='tokens' (real-valued inputs have no <CLS> token): "
-                "use pooling='mean'"
-            )
 
     # --- derived sizes ---
     @property
@@ -192,8 +189,74 @@ class MegaConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
+def _accepts(kind: Any, value: Any) -> bool:
+    """Whether `value` fits the annotation `kind` (int, float, bool, str, or a union of them with None)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_accepts(k, value) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:  # bool is an int subclass, but `chunk_size=true` is a mistake
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:  # an integer is a fine float (dropout_prob: 0)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind))
+    return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
+
+
+def check_option_types(config_class: type, options: dict[str, Any], prefix: str | None = None) -> None:
+    """Raise TypeError naming the first of `options` that the config dataclass `config_class` has no field for, or
+    whose value does not have the field's declared type (e.g. `MegaConfig.chunk_size='abc' has type str; expected
+    int`; `prefix` replaces the class name, e.g. "model"). Cheap: callers may check options before building
+    anything (train.py does, before its heavy imports)."""
+    hints = typing.get_type_hints(config_class)
+    name = prefix or config_class.__name__
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(config_class)})
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], hints, n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"its options: {', '.join(sorted(hints))}"
+        raise TypeError(f"{name} has no option {', '.join(unknown)} ({config_class.__name__}; {hint})")
+    for option, value in options.items():
+        if not _accepts(hints[option], value):
+            raise TypeError(
+                f"{name}.{option}={value!r} has type {type(value).__name__}; expected {_type_name(hints[option])}"
+            )
+
+
+def check_choice(option: str, value: str, allowed: tuple[str, ...], owner: str = "MegaConfig") -> None:
     if value not in allowed:
+        raise ValueError(f"{owner}.{option}={value!r} is not supported; allowed values: {', '.join(allowed)}")
+
+
+def check_sizes(config: Any, names: tuple[str, ...]) -> None:
+    """Each named size of the config must be >= 1."""
+    for name in names:
+        if int(getattr(config, name)) < 1:
+            raise ValueError(f"{type(config).__name__}.{name}={getattr(config, name)} must be >= 1")
+
+
+def check_probabilities(config: Any, names: tuple[str, ...]) -> None:
+    """Each named dropout probability of the config must be None or in [0, 1)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"{type(config).__name__}.{name}={value} must be in [0, 1)")
+
+
+def check_inputs(config: Any) -> None:
+    """pad_token_id inside the vocabulary; no <CLS> pooling of real-valued inputs."""
+    if config.pad_token_id is not None and not 0 <= config.pad_token_id < config.vocab_size:
         raise ValueError(
-            f"MegaConfig.{option}={value!r} is not supported; allowed values: {', '.join(allowed)}"
+            f"pad_token_id={config.pad_token_id} must be in [0, vocab_size={config.vocab_size}) or None"
+        )
+    if config.input_kind == "real" and config.pooling == "cls":
+        raise ValueError(
+            "pooling='cls' needs input_kind='tokens' (real-valued inputs have no <CLS> token): "
+            "use pooling='mean'"
         )

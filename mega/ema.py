@@ -106,20 +106,10 @@ class MultiHeadEMA(nn.Module):
         return p, q
 
     def kernel(self, length: int) -> torch.Tensor:
-        """k[d, l] = Σ_n γ[d,n]/√N · p[d,n] β[d,n] · q[d,n]^l, as [K, length].
-
-        q^(i·m + j) = q^(i·m) · q^j: two small power tables and one batched matmul instead of exp over K×N×length.
-        """
+        """k[d, l] = Σ_n γ[d,n]/√N · p[d,n] β[d,n] · q[d,n]^l, as [K, length]."""
         p, q = self.coefficients()
         weight = (p * self.beta).squeeze(-1) * (self.gamma * self.scale)  # [K, N]
-        log_q = torch.log(q)  # [K, N, 1]
-        inner = max(1, math.isqrt(length - 1) + 1) if length > 1 else 1
-        outer = -(-length // inner)
-        steps = torch.arange(inner, device=q.device, dtype=q.dtype)
-        inner_powers = torch.exp(log_q * steps)  # [K, N, m]: q^j
-        outer_powers = torch.exp(log_q * (steps.new_tensor(range(outer)) * inner))  # [K, N, M]: q^(i·m)
-        kernel = torch.bmm((weight.unsqueeze(-1) * outer_powers).transpose(1, 2), inner_powers)  # [K, M, m]
-        return kernel.reshape(kernel.size(0), -1)[:, :length]
+        return power_kernel(weight, torch.log(q), length)
 
     def kernel_length(self, seq_len: int) -> int:
         return seq_len if self.truncation is None else min(self.truncation, seq_len)
@@ -145,8 +135,6 @@ class MultiHeadEMA(nn.Module):
     def step(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The causal EMA continued from state h₀ [B, D, N] (None = zeros) over m new steps x [B, m, D].
 
-        y_t = Σ_n γ/√N · (Σ_{j≤t} pβ q^(t−j) x_j + q^(t+1) h₀)   and   h_m = Σ_j pβ q^(m−1−j) x_j + q^m h₀,
-        the recurrence h_t = pβ x_t + q h_{t−1} in closed form: one token costs O(D·N) whatever came before.
         No truncation: the recurrence remembers every step (equal to the convolution while length ≤ truncation).
         """
         if self.bidirectional:
@@ -156,38 +144,74 @@ class MultiHeadEMA(nn.Module):
             )
         p, q = self.coefficients()
         input_weight = (p * self.beta).squeeze(-1)  # [D, N]
-        output_weight = self.gamma * self.scale  # [D, N]
-        steps = x.size(1)
-        if steps == 1:
-            new_state = input_weight * x[:, 0, :, None]
-            if state is not None:
-                new_state = new_state + q.squeeze(-1) * state
-            return torch.einsum("bdn,dn->bd", new_state, output_weight).unsqueeze(1), new_state
-        powers = torch.exp(
-            torch.log(q) * torch.arange(steps + 1, device=q.device, dtype=q.dtype)
-        )  # [D, N, m+1]
-        y = self.convolve(x, self.kernel(steps))
-        new_state = torch.einsum("bld,dnl->bdn", x, input_weight.unsqueeze(-1) * powers[..., :steps].flip(-1))
-        if state is not None:
-            y = y + torch.einsum("bdn,dnl->bld", state, output_weight.unsqueeze(-1) * powers[..., 1:])
-            new_state = new_state + powers[..., steps] * state
-        return y, new_state
+        return recurrent_step(x, state, input_weight, torch.log(q).squeeze(-1), self.gamma * self.scale)
 
     def convolve(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """y[t] = Σ_j k_f[j] x[t−j] (+ Σ_j k_b[j] x[t+j] when bidirectional) by one circular FFT convolution.
+        return convolve(x, kernel, self.bidirectional)
 
-        With n ≥ L + ℓ − 1 no lag wraps onto a real position, so n is the smallest fast length above that
-        (the reference uses 2·(L + ℓ − 1); the result is the same up to round-off). x: [B, L, D] → [B, L, D].
-        """
-        seq_len, taps = x.size(1), kernel.size(1)
-        n = fast_fft_length(seq_len + taps - 1)
-        if self.bidirectional:
-            forward_k, backward_k = kernel.split(self.dim, dim=0)
-            # lag j ≥ 0 at index j, lag −j at index n − j (circular layout)
-            kernel = F.pad(forward_k, (0, n - taps)) + torch.cat(
-                [backward_k[:, :1], kernel.new_zeros(self.dim, n - taps), backward_k[:, 1:].flip(-1)], dim=1
-            )
-        else:
-            kernel = F.pad(kernel, (0, n - taps))
-        # FFT along the last axis of the [B, D, L] view (faster than along the strided time axis)
-        return CircularConvolution.apply(x.transpose(1, 2), kernel).transpose(1, 2)
+
+def power_kernel(weight: torch.Tensor, log_q: torch.Tensor, length: int) -> torch.Tensor:
+    """k[d, l] = Σ_n weight[d, n] · q[d, n]^l as [K, length]; weight [K, N], log_q = log q [K, N, 1], real or complex.
+
+    q^(i·m + j) = q^(i·m) · q^j: two small power tables and one batched matmul instead of exp over K×N×length.
+    """
+    inner = max(1, math.isqrt(length - 1) + 1) if length > 1 else 1
+    outer = -(-length // inner)
+    steps = torch.arange(inner, device=log_q.device, dtype=log_q.real.dtype)
+    inner_powers = torch.exp(log_q * steps)  # [K, N, m]: q^j
+    outer_powers = torch.exp(log_q * (steps.new_tensor(range(outer)) * inner))  # [K, N, M]: q^(i·m)
+    kernel = torch.bmm((weight.unsqueeze(-1) * outer_powers).transpose(1, 2), inner_powers)  # [K, M, m]
+    return kernel.reshape(kernel.size(0), -1)[:, :length]
+
+
+def recurrent_step(
+    x: torch.Tensor,
+    state: torch.Tensor | None,
+    input_weight: torch.Tensor,
+    log_q: torch.Tensor,
+    output_weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h_t = w_in x_t + q h_{t−1},  y_t = Re(Σ_n w_out h_t[n]) over m new steps x [B, m, D] from h₀ = state.
+
+    y_t = Re Σ_n w_out (Σ_{j≤t} w_in q^(t−j) x_j + q^(t+1) h₀)  and  h_m = Σ_j w_in q^(m−1−j) x_j + q^m h₀:
+    the recurrence in closed form, so one token costs O(D·N) whatever came before. w_in, log q, w_out: [D, N],
+    real (MEGA's EMA) or complex (CEMA); state [B, D, N] of their dtype, None = zeros.
+    """
+    steps = x.size(1)
+    state_x = x.to(input_weight.dtype)
+    if steps == 1:
+        new_state = input_weight * state_x[:, 0, :, None]
+        if state is not None:
+            new_state = new_state + torch.exp(log_q) * state
+        return torch.einsum("bdn,dn->bd", new_state, output_weight).real.unsqueeze(1), new_state
+    powers = torch.exp(log_q.unsqueeze(-1) * torch.arange(steps + 1, device=x.device))  # [D, N, m+1]
+    y = convolve(x, power_kernel(input_weight * output_weight, log_q.unsqueeze(-1), steps).real, False)
+    new_state = torch.einsum(
+        "bld,dnl->bdn", state_x, input_weight.unsqueeze(-1) * powers[..., :steps].flip(-1)
+    )
+    if state is not None:
+        y = y + torch.einsum("bdn,dnl->bld", state, output_weight.unsqueeze(-1) * powers[..., 1:]).real
+        new_state = new_state + powers[..., steps] * state
+    return y, new_state
+
+
+def convolve(x: torch.Tensor, kernel: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+    """y[t] = Σ_j k_f[j] x[t−j] (+ Σ_j k_b[j] x[t+j] when bidirectional) by one circular FFT convolution.
+
+    kernel: [D, ℓ] (causal) or [2D, ℓ] (rows D..2D−1 run backwards in time, both include lag 0).
+    With n ≥ L + ℓ − 1 no lag wraps onto a real position, so n is the smallest fast length above that
+    (the reference uses 2·(L + ℓ − 1); the result is the same up to round-off). x: [B, L, D] → [B, L, D].
+    """
+    seq_len, taps = x.size(1), kernel.size(1)
+    n = fast_fft_length(seq_len + taps - 1)
+    if bidirectional:
+        dim = kernel.size(0) // 2
+        forward_k, backward_k = kernel.split(dim, dim=0)
+        # lag j ≥ 0 at index j, lag −j at index n − j (circular layout)
+        kernel = F.pad(forward_k, (0, n - taps)) + torch.cat(
+            [backward_k[:, :1], kernel.new_zeros(dim, n - taps), backward_k[:, 1:].flip(-1)], dim=1
+        )
+    else:
+        kernel = F.pad(kernel, (0, n - taps))
+    # FFT along the last axis of the [B, D, L] view (faster than along the strided time axis)
+    return CircularConvolution.apply(x.transpose(1, 2), kernel).transpose(1, 2)

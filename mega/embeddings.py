@@ -77,6 +77,23 @@ def build_embedding(config: MegaConfig) -> nn.Module:
     return TokenEmbedding(config) if config.input_kind == "tokens" else RealNumberEmbedding(config)
 
 
+def embed_or_given(
+    embed: nn.Module,
+    inputs: torch.Tensor,
+    inputs_embeds: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """embed(inputs), or the given embeddings [B, L, D] (checked against the inputs' shape) when there are some."""
+    if inputs_embeds is None:
+        return embed(inputs, token_type_ids)
+    if inputs_embeds.shape[:2] != inputs.shape:
+        raise ValueError(
+            f"inputs_embeds of shape {tuple(inputs_embeds.shape)} do not match the input's "
+            f"{tuple(inputs.shape)}: pass [batch, length, hidden_size]"
+        )
+    return inputs_embeds
+
+
 def _check_range(what: str, ids: torch.Tensor, size: int, option: str) -> None:
     if ids.numel() == 0:
         return

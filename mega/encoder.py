@@ -10,7 +10,7 @@ from torch import nn
 from mega.cache import DecoderCache
 from mega.config import MegaConfig
 from mega.dropout import Dropout
-from mega.embeddings import build_embedding
+from mega.embeddings import build_embedding, embed_or_given
 from mega.layer import MegaBlock
 from mega.norms import build_norm
 
@@ -65,6 +65,7 @@ class MegaEncoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         *,
+        inputs_embeds: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
@@ -73,6 +74,8 @@ class MegaEncoder(nn.Module):
     ) -> torch.Tensor | EncoderOutput:
         """→ [B, L, D], or an EncoderOutput when output_hidden_states or output_attentions.
 
+        inputs_embeds [B, L, D]: used instead of embedding input_ids (e.g. with masked positions replaced, for
+        self-pretraining); input_ids still give the shape.
         cache: continue a causal sequence (is_decoder=True), see mega.cache. encoder_hidden_states [B, S, D] and
         encoder_attention_mask [B, S] (1/True = real): what the cross-attention reads (add_cross_attention=True).
         """
@@ -90,7 +93,7 @@ class MegaEncoder(nn.Module):
             mask = attention_mask.bool()
             if bool(mask.all()):
                 mask = None  # nothing padded (reference): skip the masking work
-        x = self.embed_dropout(self.embed(input_ids, token_type_ids))
+        x = self.embed_dropout(embed_or_given(self.embed, input_ids, inputs_embeds, token_type_ids))
         keep = mask.unsqueeze(-1).to(x.dtype) if mask is not None and self.config.mask_padded_states else None
         if keep is not None:
             x = x * keep

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +40,30 @@ def combine_pair(first: torch.Tensor, second: torch.Tensor, kind: str) -> torch.
 
 def pair_width(dim: int, kind: str) -> int:
     return {"concat": 2 * dim, "nli": 4 * dim}[kind]
+
+
+def resolve_config(config_class: type, config: Any, options: dict[str, Any]) -> Any:
+    """`config`, or `config_class(**options)` when it is None; both at once is an error."""
+    if config is None:
+        return config_class(**options)
+    if options:
+        raise ValueError(
+            f"pass either a {config_class.__name__} or options, not both (got options {sorted(options)})"
+        )
+    return config
+
+
+def head_arguments(config: Any) -> dict[str, Any]:
+    """SequenceClassifier's head options from a model config (every family uses these field names)."""
+    return dict(
+        dim=config.hidden_size,
+        head_hidden=config.intermediate_size,
+        num_labels=config.num_labels,
+        pooling=config.pooling,
+        dual_encoder=config.dual_encoder,
+        pair_combine=config.pair_combine,
+        dropout=config.head_dropout,
+    )
 
 
 class ClassifierHead(nn.Module):

@@ -51,6 +51,8 @@ class LMHead(nn.Module):
 class _LanguageModel(nn.Module):
     """An encoder and an LM head built from a MegaConfig or flat options (Contract 2 style)."""
 
+    config_class = MegaConfig  # what its options are (train.py checks their types before building)
+
     def __init__(self, config: MegaConfig | None = None, **options) -> None:
         super().__init__()
         if config is None:

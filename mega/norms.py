@@ -1,8 +1,9 @@
-"""Normalisation layers on [B, L, D] tensors: scalenorm, rmsnorm, layernorm, batchnorm, syncbatchnorm."""
+"""Normalisation layers on [B, L, D] tensors: scalenorm, rmsnorm, layernorm, batchnorm, syncbatchnorm, plus-one."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 EPS = 1e-5  # every norm of the reference uses 1e-5
@@ -59,6 +60,32 @@ class SequenceSyncBatchNorm(nn.SyncBatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class PlusOneLayerNorm(nn.LayerNorm):
+    """y = (γ + 1) ⊙ (x − µ) / σ + β with γ = β = 0 at start: weight decay pulls the scale to 1, not 0
+    (Megalodon App. B.2)."""
+
+    def reset_parameters(self) -> None:
+        if self.elementwise_affine:
+            nn.init.zeros_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight + 1.0
+        return F.layer_norm(x, self.normalized_shape, weight, self.bias, self.eps)
+
+
+class PlusOneRMSNorm(nn.RMSNorm):
+    """y = (γ + 1) ⊙ x / sqrt(mean(x², -1) + eps) with γ = 0 at start (Megalodon App. B.2)."""
+
+    def reset_parameters(self) -> None:
+        if self.elementwise_affine:
+            nn.init.zeros_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight + 1.0
+        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
 
 
 def build_norm(

@@ -4,6 +4,7 @@ and classifier head, so that every task runs with either model."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -11,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS
-from mega.embeddings import build_embedding
-from mega.heads import SequenceClassifier
+from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS, check_option_types
+from mega.embeddings import build_embedding, embed_or_given
+from mega.heads import SequenceClassifier, head_arguments, resolve_config
 
 POSITION_EMBEDDINGS = ("sinusoidal", "learned")
 
@@ -39,6 +40,9 @@ class TransformerConfig:
     pooling: str = "cls"  # 'cls' prepends a learned <CLS> vector and reads its final state
     dual_encoder: bool = False
     pair_combine: str = "concat"
+    is_decoder: bool = (
+        False  # causal attention: position t attends to positions <= t (causal self-pretraining)
+    )
     layer_norm_eps: float = 1e-6
     # read by mega.embeddings.TokenEmbedding (no token types in LRA)
     add_token_type_embeddings: bool = False
@@ -46,6 +50,7 @@ class TransformerConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
+        check_option_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.attention_size is None:
             self.attention_size = self.hidden_size
         for option, value, allowed in (
@@ -84,6 +89,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        self.causal = config.is_decoder
         self.heads = config.num_attention_heads
         self.qkv = nn.Linear(config.hidden_size, 3 * config.attention_size)
         self.out = nn.Linear(config.attention_size, config.hidden_size)
@@ -95,8 +101,15 @@ class SelfAttention(nn.Module):
             self.qkv(x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         )  # 3 × [B, H, L, d]
         attn_mask = None if keep is None else keep[:, None, None, :]  # True = key takes part
+        if self.causal and attn_mask is not None:  # SDPA takes a mask or is_causal, not both
+            attn_mask = attn_mask & torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=self.causal and attn_mask is None,
         )
         return self.out(y.transpose(1, 2).reshape(batch, length, -1))
 
@@ -120,7 +133,9 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """encoder(input, mask=None) → [B, L, D] (L + 1 with pooling='cls': the <CLS> state comes first)."""
+    """encoder(input, mask=None) → [B, L, D] (L + 1 with pooling='cls': the <CLS> state comes first).
+
+    is_decoder=True makes every position attend only to itself and earlier positions (the <CLS> state first)."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -150,12 +165,19 @@ class TransformerEncoder(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, input: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """inputs_embeds [B, L, D]: used instead of embedding `input` (which still gives the shape)."""
         if input.dim() != 2:
             raise ValueError(
                 f"TransformerEncoder expects input of shape [batch, length], got {tuple(input.shape)}"
             )
-        x = self.embed(input)
+        x = embed_or_given(self.embed, input, inputs_embeds)
         keep = None if mask is None or bool(mask.all()) else mask.bool()
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.size(0), 1, -1), x], dim=1)
@@ -177,21 +199,9 @@ class TransformerEncoder(nn.Module):
 class TransformerForSequenceClassification(SequenceClassifier):
     """net = TransformerForSequenceClassification(**options); logits = net(input, mask, input2=None, mask2=None)."""
 
+    config_class = TransformerConfig  # what its options are (train.py checks their types before building)
+
     def __init__(self, config: TransformerConfig | None = None, **options) -> None:
-        if config is None:
-            config = TransformerConfig(**options)
-        elif options:
-            raise ValueError(
-                f"pass either a TransformerConfig or options, not both (got options {sorted(options)})"
-            )
-        super().__init__(
-            TransformerEncoder(config),
-            config.hidden_size,
-            config.intermediate_size,
-            config.num_labels,
-            config.pooling,
-            config.dual_encoder,
-            config.pair_combine,
-            config.head_dropout,
-        )
+        config = resolve_config(TransformerConfig, config, options)
+        super().__init__(TransformerEncoder(config), **head_arguments(config))
         self.config = config

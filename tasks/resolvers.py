@@ -11,12 +11,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from tasks.training.state import run_dir_of
-
 
 def resume_dir(ckpt_path: str | None, default: str) -> str:
     """hydra.run.dir: the checkpoint's own run dir when resuming, else `default`."""
-    return str(run_dir_of(ckpt_path)) if ckpt_path else default
+    if not ckpt_path:
+        return default
+    from tasks.training.state import run_dir_of  # imports torch: only when resuming (configs compose fast)
+
+    return str(run_dir_of(ckpt_path))
 
 
 def stable_id(run_dir: str) -> str:

@@ -33,6 +33,7 @@ def test_experiment_composes_and_resolves(make_cfg, experiment: str) -> None:
         ("trainer", ["cpu", "default", "gpu", "ddp"]),
         ("logger", ["csv", "wandb", "many"]),
         ("scheduler", ["linear_decay", "cosine"]),
+        ("optimizer", ["adamw", "adam_fairseq"]),
         ("callbacks", ["none"]),
     ],
 )

@@ -85,7 +85,10 @@ def test_recipe_values(tmp_path, task, variant):
         power,
     )
     # shared by every recipe (docs/recipes.md#shared-settings)
-    assert cfg.optimizer._target_ == "torch.optim.AdamW" and list(cfg.optimizer.betas) == [0.9, 0.98]
+    assert cfg.optimizer._target_ == "tasks.training.optim.FairseqAdam" and list(cfg.optimizer.betas) == [
+        0.9,
+        0.98,
+    ]
     assert (
         cfg.optimizer.eps == 1e-8 and cfg.module.no_weight_decay == []
     )  # decoupled decay on every parameter

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import lightning as L
 import pytest
 import torch
@@ -18,7 +19,7 @@ import train
 from tasks.resolvers import resume_dir, stable_id
 from tasks.training.optim import cosine, linear_decay, parameter_groups
 from tasks.training.state import checkpoint_file, load_net, run_dir_of
-from tests.conftest import EXPERIMENTS, TINY_MODEL
+from tests.conftest import CONF_DIR, EXPERIMENTS, TINY_MODEL
 
 
 class CrashAtStep(L.Callback):
@@ -54,7 +55,9 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 # stand-in data: they run in `make test-full`; `make test` composes and builds them (test_configs, test_recipes).
 PAPER_SCALE = [e for e in EXPERIMENTS if not e.endswith("_demo") and not e.startswith("lra_listops")]
 # Path-X on CPU: average-pool the 128×128 stand-in to 16×16 (full attention over 16384 positions needs GBs)
-SMOKE_OVERRIDES = {e: ["data.pool=8", "data.max_length=256"] for e in ("lra_pathx", "lra_pathx_chunk")}
+SMOKE_OVERRIDES = {
+    e: ["data.pool=8", "data.max_length=256"] for e in EXPERIMENTS if e.startswith("lra_pathx")
+}
 
 
 @pytest.mark.parametrize(
@@ -73,7 +76,80 @@ def test_every_experiment_runs_a_few_steps(make_cfg, experiment: str) -> None:
         )
     )
     assert results["steps"] == 2 and results["experiment"] == experiment
-    assert 0.0 <= results["test/acc"] <= 1.0
+    if experiment.endswith("_spt"):  # self-pretraining: the test split's denoising loss (docs/spt.md)
+        assert results["test/loss"] > 0.0 and results["val/loss_best"] > 0.0
+    else:
+        assert 0.0 <= results["test/acc"] <= 1.0
+
+
+class TinyClassifier(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.norm = torch.nn.Linear(3, 4), torch.nn.LayerNorm(4)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear(input))
+
+
+SCHEDULERS = sorted(p.stem for p in (CONF_DIR / "scheduler").glob("*.yaml"))
+OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml"))
+TRANSFORMER_TASKS = {p.stem for p in (CONF_DIR / "arch" / "transformer").glob("*.yaml")}
+
+
+def one_update(cfg: DictConfig, net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """One update of `net` with the config's optimizer and schedule (as the module builds them); the lr it used."""
+    groups = parameter_groups(net, cfg.optimizer.weight_decay, cfg.module.no_weight_decay)
+    optimizer = hydra.utils.instantiate(cfg.optimizer)(params=groups)
+    schedule = hydra.utils.instantiate(cfg.scheduler)(optimizer, total_steps=cfg.trainer.max_steps)
+    lr = optimizer.param_groups[0]["lr"]
+    before = [p.detach().clone() for p in net.parameters()]
+    torch.nn.functional.cross_entropy(net(**batch), torch.zeros(2, dtype=torch.long)).backward()
+    optimizer.step()
+    schedule.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    return lr
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_scheduler_and_optimizer_steps_every_experiment(make_cfg, experiment: str) -> None:
+    """Each experiment composed with each scheduler and each optimizer (its values merged into every choice),
+    one update each on a tiny net; the Transformer too where the task has its size. Two compositions cover the
+    product: the scheduler node depends only on (experiment, scheduler), the optimizer node on (experiment,
+    optimizer). The trainer around them is the same for every experiment (one real run each below)."""
+    own = make_cfg(f"experiment={experiment}")
+    choices = own.hydra.runtime.choices
+    other = {
+        group: next(c for c in names if c != choices[group])
+        for group, names in (("scheduler", SCHEDULERS), ("optimizer", OPTIMIZERS))
+    }
+    flipped = make_cfg(f"experiment={experiment}", *(f"{g}={c}" for g, c in other.items()))
+    net = TinyClassifier()
+    for scheduler in (own, flipped):
+        for optimizer in (own, flipped):
+            cfg = own.copy()
+            with open_dict(cfg):
+                cfg.scheduler, cfg.optimizer = scheduler.scheduler, optimizer.optimizer
+            lr = one_update(cfg, net, {"input": torch.randn(2, 3)})
+            assert lr == pytest.approx(cfg.scheduler.warmup_init_lr)
+    task = experiment.removesuffix("_chunk")
+    if task in TRANSFORMER_TASKS and task == experiment:
+        cfg = shrink(make_cfg(f"experiment={experiment}", "model=transformer"))
+        transformer = hydra.utils.instantiate(cfg.model)
+        length = 8
+        x = (
+            torch.randint(1, cfg.data.vocab_size, (2, length))
+            if cfg.data.input_kind == "tokens"
+            else torch.randn(2, length)
+        )
+        batch = {"input": x, **({"input2": x} if cfg.data.dual_encoder else {})}
+        one_update(cfg, transformer, batch)
+
+
+@pytest.mark.parametrize("switch", ["scheduler=cosine", "optimizer=adamw", "model=transformer"])
+def test_recipe_switches_train(make_cfg, switch: str) -> None:
+    """The switches docs/recipes.md documents, through the real trainer (the recipe's own choices run above)."""
+    results = run(make_cfg("experiment=lra_listops", switch, "trainer.max_steps=2", "data.batch_size=4"))
+    assert results["steps"] == 2 and switch in results["overrides"]
 
 
 def test_results_json_and_wandb_offline(make_cfg) -> None:
@@ -203,6 +279,12 @@ def test_schedules() -> None:
     assert squared[2] == pytest.approx(0.25, abs=1e-6)
     cos = lrs(lambda o: cosine(o, total_steps=10, warmup_steps=2), 11)
     assert cos[2] == pytest.approx(1.0) and cos[6] == pytest.approx(0.5) and cos[10] == pytest.approx(0.0)
+    cos = lrs(lambda o: cosine(o, total_steps=10, warmup_steps=2, warmup_power=2, end_lr=0.1), 11)
+    assert (
+        cos[1] == pytest.approx(0.25, abs=1e-6)
+        and cos[6] == pytest.approx(0.55)
+        and cos[10] == pytest.approx(0.1)
+    )
 
 
 @pytest.mark.slow

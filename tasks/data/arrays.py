@@ -7,7 +7,8 @@ resumable loaders, collate and `transform` hook) whose cache is a folder of arra
     label.npy        [N] int64
     split_{train,val,test}.npy   row indices of each split
     <other>.npy      whatever `transform` needs (e.g. normalisation statistics), loaded whole in `setup`
-    meta.json        the cache key and the split sizes
+    meta.json        the cache key, the split sizes and label ranges, each array's shape and dtype, each file's
+                     size and SHA-256 (checked when the cache is opened: `SequenceDataModule.check_cache`)
 
 A subclass implements `read_arrays(folder, out)` instead of `read_split`. Rows are read from the memory map one example
 at a time, so 16,000-sample clips never pass through Python lists and workers share the page cache.
@@ -15,7 +16,6 @@ at a time, so 16,000-sample clips never pass through Python lists and workers sh
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tasks.data.base import SPLITS, SequenceDataModule
+from tasks.data.base import SPLITS, DamagedCache, SequenceDataModule, read_meta, value_span
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,28 @@ class ArrayDataModule(SequenceDataModule):
         for split, count in counts.items():
             if count == 0:
                 raise ValueError(f"the {split} split read from {folder} is empty")
-        (out / "meta.json").write_text(json.dumps({"key": self.cache_key(folder), "splits": counts}, indent=2))
+        labels = np.asarray(arrays["label"])
+        splits = {
+            split: {"examples": counts[split], "labels": value_span(labels[arrays[f"split_{split}"]])}
+            for split in SPLITS
+        }
+        shapes = {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in arrays.items()}
+        self.write_meta(folder, out, splits, arrays=shapes)
         log.info(
             "%s: cached %s examples of length %d from %s", self.task, counts, arrays["input"].shape[1], folder
         )
 
     def open_cache(self, cache: Path) -> dict[str, ArrayRows]:
+        recorded = read_meta(cache).get("arrays", {})
+        for name, record in recorded.items():
+            try:
+                array = np.load(cache / f"{name}.npy", mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise DamagedCache(f"{name}.npy cannot be read ({error})") from None
+            if [list(array.shape), str(array.dtype)] != [record["shape"], record["dtype"]]:
+                raise DamagedCache(
+                    f"{name}.npy is {array.dtype} {list(array.shape)}, {record['dtype']} {record['shape']} when written"
+                )
         others = {p.stem: np.load(p) for p in sorted(cache.glob("*.npy")) if p.stem not in ROW_ARRAYS}
         self.extras = {k: v for k, v in others.items() if not k.startswith("split_")}
         return {split: ArrayRows(cache, others[f"split_{split}"]) for split in SPLITS}

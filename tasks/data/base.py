@@ -33,7 +33,7 @@ Hooks (all optional except `read_split`):
 - `has_source(folder)` / `check_folder(folder)`: does a folder hold this task's files / are they complete
   (default: any / every file of `split_files`); `check_folder` raises naming what is missing.
 - `fallback_folders()`: places searched after the release layouts (e.g. Hugging Face hub snapshots).
-- `source_files(folder)`: the files whose size and mtime key the cache (default: `split_files`).
+- `source_files(folder)`: the files (paths or strings) whose size and mtime key the cache (default: `split_files`).
 - `token_options()`: options that change the tokens (part of the cache key; default `max_length`);
   `synthetic_options()`: options of the stand-in (name its folder); `features()`: Arrow column types.
 - `transform(name, values)`: per-batch tensor transform after padding (e.g. pixel normalisation);
@@ -53,7 +53,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import uuid
 import warnings
 from collections.abc import Iterable, Sequence
@@ -61,17 +63,35 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
 from tasks.data.loading import ResumableLoader, ResumableSampler, pad_sequences
+from tasks.data.processes import process_alive
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1  # bump when the cache layout or the base tokenisation changes
+CACHE_VERSION = (
+    2  # bump when the cache layout or the base tokenisation changes (2: meta.json records its files)
+)
 MAX_LISTED_FILES = 1000  # source files listed one by one in a cache key; more are summarised by a hash
+SMALL_FILE = (
+    16 * 2**20
+)  # cache files up to this size (labels, splits, statistics) are checksummed at every setup
+VERIFY_LEVELS = (
+    "quick",
+    "full",
+)  # data.verify_cache: sizes, shapes and small files / also every big file's SHA-256
+TEMPORARY = re.compile(
+    r"\.(?P<name>.+)\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}"
+)  # write_atomically's folders
+
+
+class DamagedCache(Exception):
+    """A cache folder whose files differ from what its meta.json recorded when it was written."""
 
 
 def options_hash(options: dict[str, Any]) -> str:
@@ -80,10 +100,82 @@ def options_hash(options: dict[str, Any]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(8 * 2**20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """{path relative to `folder`: {"size", "sha256"}} of every file below it but meta.json (what setup checks)."""
+    return {
+        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != "meta.json"
+    }
+
+
+def value_span(values: Any, span: list[int] | None = None) -> list[int] | None:
+    """[min, max] of integer `values` (a list, bytes or an array) widened by `span`; `span` when empty."""
+    if len(values) == 0:
+        return span
+    if isinstance(values, np.ndarray):
+        low, high = int(values.min()), int(values.max())
+    else:
+        low, high = int(min(values)), int(max(values))
+    return [low, high] if span is None else [min(span[0], low), max(span[1], high)]
+
+
+def read_meta(cache: Path) -> dict[str, Any]:
+    """A cache folder's meta.json; DamagedCache when it is missing, unreadable or from before it listed its files."""
+    try:
+        meta = json.loads((cache / "meta.json").read_text())
+    except FileNotFoundError:
+        raise DamagedCache(
+            "it has no meta.json: its writing was interrupted, or the file was deleted"
+        ) from None
+    except ValueError:
+        raise DamagedCache("its meta.json is not valid JSON") from None
+    if "files" not in meta:
+        raise DamagedCache("its meta.json lists no files (written by an older version)")
+    return meta
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary folders of `write_atomically` in `folder` whose writer no longer runs (a run killed
+    while writing), each one logged. The owner (machine and process id) is in the name; folders of another
+    machine (a shared file system) are left alone, and folders of an older version, without an owner, are named."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob(".*.tmp-*")):
+        owner = TEMPORARY.fullmatch(path.name)
+        if owner is None:
+            log.warning(
+                "%s is a temporary folder of an older version whose writer is unknown: delete it when no run is "
+                "writing %s",
+                path,
+                folder,
+            )
+        elif owner["host"] == socket.gethostname() and not process_alive(int(owner["pid"])):
+            log.warning(
+                "Removing %s: left by process %s, which no longer runs (it stopped while writing %s)",
+                path,
+                owner["pid"],
+                owner["name"],
+            )
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def write_atomically(final: Path, write: Any) -> None:
-    """Call `write(tmp_folder)`, then rename the folder to `final`; a crash leaves no half-written `final`."""
+    """Call `write(tmp_folder)`, then rename the folder to `final`; a crash leaves no half-written `final`.
+
+    The temporary folder, `.<name>.tmp-<host>-<pid>-<random>`, names its writer, so that a later call removes
+    those of killed writers (`remove_stale_temporaries`) and never those of a writer still at work."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_temporaries(final.parent)
+    tmp = final.parent / f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         write(tmp)
         if final.exists():  # another process finished first: keep its copy
@@ -94,6 +186,12 @@ def write_atomically(final: Path, write: Any) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def labels_sha256(table: datasets.Dataset) -> str:
+    """SHA-256 of an Arrow split's label column as int64 (cheap: one column, read at every setup)."""
+    labels = table.data.column("label").to_numpy().astype(np.int64)
+    return hashlib.sha256(labels.tobytes()).hexdigest()
+
+
 def hub_snapshots(repos: Sequence[str], hub_cache: str | Path | None = None) -> list[Path]:
     """Snapshot folders of Hugging Face dataset repos in the hub cache (`datasets--<org>--<name>/snapshots/<rev>`),
     in the order of `repos`; `hub_cache` defaults to $HF_HUB_CACHE or ~/.cache/huggingface/hub."""
@@ -102,7 +200,9 @@ def hub_snapshots(repos: Sequence[str], hub_cache: str | Path | None = None) -> 
 
         hub_cache = HF_HUB_CACHE
     root = Path(hub_cache)
-    return [s for repo in repos for s in sorted(root.glob(f"datasets--{repo.replace('/', '--')}/snapshots/*"))]
+    return [
+        s for repo in repos for s in sorted(root.glob(f"datasets--{repo.replace('/', '--')}/snapshots/*"))
+    ]
 
 
 class SequenceDataModule(LightningDataModule):
@@ -155,13 +255,18 @@ class SequenceDataModule(LightningDataModule):
         pin_memory: bool = False,
         pad_to_multiple_of: int | None = None,
         seed: int = 0,
+        verify_cache: str = "quick",
         data_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if verify_cache not in VERIFY_LEVELS:
+            raise ValueError(f"data.verify_cache={verify_cache!r}: choose one of {', '.join(VERIFY_LEVELS)}")
         if input_kind not in ("tokens", "real"):
             raise ValueError(f"data.input_kind must be 'tokens' or 'real', got {input_kind!r}")
         if pad_id != 0:
-            raise ValueError(f"data.pad_id must be 0 (Contract 1: every LRA task pads with id 0), got {pad_id}")
+            raise ValueError(
+                f"data.pad_id must be 0 (Contract 1: every LRA task pads with id 0), got {pad_id}"
+            )
         if data_dir is not None:
             if release_dir is not None and release_dir != data_dir:
                 raise ValueError(
@@ -183,8 +288,10 @@ class SequenceDataModule(LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.pad_to_multiple_of = pad_to_multiple_of
         self.seed = seed
+        self.verify_cache = verify_cache
         self.splits: dict[str, Any] = {}
         self._train_loader: ResumableLoader | None = None
+        self._prepared: Path | None = None  # the cache folder prepare_data found or wrote
         self._standin_said = False
 
     # ---- hooks for subclasses -------------------------------------------------------------------------------------
@@ -226,8 +333,9 @@ class SequenceDataModule(LightningDataModule):
         """Where `generate(…, synthetic=False)` writes when the release is absent and `release_dir` is not set."""
         return self.root_dir / self.release_folders[0]
 
-    def source_files(self, folder: Path) -> list[Path]:
-        """The raw files whose size and mtime key the cache (default: the split files)."""
+    def source_files(self, folder: Path) -> list[Path | str]:
+        """The raw files whose size and mtime key the cache (default: the split files); strings are fine (cheaper
+        than Paths for 200k files)."""
         return [folder / name for name in self.split_files.values()]
 
     def token_options(self) -> dict[str, Any]:
@@ -260,7 +368,9 @@ class SequenceDataModule(LightningDataModule):
             if name not in examples[0]:
                 continue
             values, mask = pad_sequences([e[name] for e in examples], self.pad_to_multiple_of)
-            batch[name] = self.transform(name, values.long() if self.input_kind == "tokens" else values.float())
+            batch[name] = self.transform(
+                name, values.long() if self.input_kind == "tokens" else values.float()
+            )
             if mask is not None:
                 batch[mask_name] = mask
         batch["label"] = torch.stack([e["label"] for e in examples]).long()
@@ -273,7 +383,11 @@ class SequenceDataModule(LightningDataModule):
         if self.release_dir is not None:
             folders = [self.release_dir, *(self.release_dir / name for name in self.release_folders)]
         else:
-            prefixes = [self.root_dir, self.root_dir / "lra_release", self.root_dir / "lra_release" / "lra_release"]
+            prefixes = [
+                self.root_dir,
+                self.root_dir / "lra_release",
+                self.root_dir / "lra_release" / "lra_release",
+            ]
             folders = [prefix / name for name in self.release_folders for prefix in prefixes]
         if self.can_generate and self.generated_folder() not in folders:
             folders.append(self.generated_folder())  # written by an earlier run's generator
@@ -301,7 +415,9 @@ class SequenceDataModule(LightningDataModule):
                 )
                 self._standin_said = True
             folder = self.root_dir / "synthetic" / f"{self.task}-{options_hash(self.synthetic_options())}"
-            if folder.exists() and not self.has_source(folder):  # written by an older version in another layout
+            if folder.exists() and not self.has_source(
+                folder
+            ):  # written by an older version in another layout
                 log.warning("The stand-in in %s is not in the current layout: writing it again", folder)
                 shutil.rmtree(folder)
             if not folder.exists():
@@ -310,7 +426,9 @@ class SequenceDataModule(LightningDataModule):
             return folder
         found = self._found()
         if found is None and self.download:
-            log.info("No %s data found: downloading it into %s (data.download=true)", self.task, self.root_dir)
+            log.info(
+                "No %s data found: downloading it into %s (data.download=true)", self.task, self.root_dir
+            )
             self.download_into(self.root_dir)
             found = self._found()
         if found is not None:
@@ -337,9 +455,15 @@ class SequenceDataModule(LightningDataModule):
     def cache_key(self, folder: Path) -> dict[str, Any]:
         """Everything that changes the cached tokens: the source files (path, size, mtime) and the token options."""
         files: dict[str, Any] = {}
-        for path in self.source_files(folder):
-            stat = path.stat()
-            files[os.path.relpath(path, folder)] = [stat.st_size, stat.st_mtime_ns]
+        prefix = str(folder) + os.sep
+        for path in map(str, self.source_files(folder)):
+            name = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, folder)  # 200k: fast
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # listed but absent: the key says so, the reader names it when caching
+                files[name] = None
+                continue
+            files[name] = [stat.st_size, stat.st_mtime_ns]
         if len(files) > MAX_LISTED_FILES:  # e.g. 50k IMDB reviews: keep meta.json small
             files = {"count": len(files), "sha1": options_hash(files)}
         return {
@@ -362,12 +486,16 @@ class SequenceDataModule(LightningDataModule):
             truncated = 0
             scratch = out / f"{split}.arrow"
             writer = datasets.arrow_writer.ArrowWriter(features=features, path=str(scratch))
-            count = 0
+            count, labels, tokens = 0, None, None
             for example in self.read_split(folder, split):
                 for name in ("input", "input2"):
                     if name in example and len(example[name]) > self.max_length:
                         example[name] = example[name][: self.max_length]
                         truncated += 1
+                    if name in example and self.input_kind == "tokens":
+                        tokens = value_span(example[name], tokens)
+                if "label" in example:
+                    labels = value_span([example["label"]], labels)
                 writer.write(example)
                 count += 1
             writer.finalize()
@@ -375,36 +503,106 @@ class SequenceDataModule(LightningDataModule):
                 raise ValueError(f"the {split} split read from {folder} is empty")
             if truncated:
                 log.info(
-                    "%s/%s: truncated %d sequences to max_length=%d", self.task, split, truncated, self.max_length
+                    "%s/%s: truncated %d sequences to max_length=%d",
+                    self.task,
+                    split,
+                    truncated,
+                    self.max_length,
                 )
             splits[split] = datasets.Dataset.from_file(str(scratch))
-            stats[split] = {"examples": count, "truncated": truncated}
+            stats[split] = {"examples": count, "truncated": truncated, "labels": labels, "tokens": tokens}
+            if labels is not None:
+                stats[split]["labels_sha256"] = labels_sha256(splits[split])
         datasets.DatasetDict(splits).save_to_disk(str(out / "dataset"))
         for split in SPLITS:
             (out / f"{split}.arrow").unlink()
-        (out / "meta.json").write_text(json.dumps({"key": self.cache_key(folder), "splits": stats}, indent=2))
+        self.write_meta(folder, out, stats)
+
+    def write_meta(self, folder: Path, out: Path, splits: dict[str, Any], **extra: Any) -> None:
+        """meta.json of a new cache: its key, per split what was cached (examples, label and token ranges), and
+        every file's size and SHA-256 (what `check_cache` compares)."""
+        meta = {"key": self.cache_key(folder), "splits": splits, **extra, "files": file_records(out)}
+        (out / "meta.json").write_text(json.dumps(meta, indent=2))
+
+    def check_cache(self, cache: Path) -> dict[str, Any]:
+        """The meta.json of a cache folder, once its files are what was written: each file exists with its size;
+        small files and, with `data.verify_cache=full`, every file have their SHA-256 (DamagedCache otherwise).
+        Cached labels and tokens outside `num_classes` / `vocab_size` are a config error (ValueError)."""
+        meta = read_meta(cache)
+        for name, record in meta["files"].items():
+            path = cache / name
+            if not path.is_file():
+                raise DamagedCache(f"{name} is missing")
+            size = path.stat().st_size
+            if size != record["size"]:
+                raise DamagedCache(f"{name} has {size} bytes, {record['size']} when it was written")
+            if (size <= SMALL_FILE or self.verify_cache == "full") and file_sha256(path) != record["sha256"]:
+                raise DamagedCache(f"the contents of {name} changed since it was written (SHA-256)")
+        for split, stats in meta["splits"].items():
+            for what, span, limit, option in (
+                ("labels", stats.get("labels"), self.num_classes, "num_classes"),
+                ("tokens", stats.get("tokens"), self.vocab_size, "vocab_size"),
+            ):
+                if span and limit is not None and not 0 <= span[0] <= span[1] < limit:
+                    raise ValueError(
+                        f"the {split} {what} cached in {cache} range over {span[0]}..{span[1]}, but "
+                        f"data.{option}={limit} allows 0..{limit - 1}: fix data.{option} (or the data)"
+                    )
+        return meta
 
     def open_cache(self, cache: Path) -> dict[str, Any]:
-        """The splits of a cache folder written by `write_cache`, as indexable datasets of tensors."""
-        stored = datasets.load_from_disk(str(cache / "dataset")).with_format("torch")
+        """The splits of a cache folder written by `write_cache`, as indexable datasets of tensors; DamagedCache
+        when their rows or labels differ from what meta.json recorded."""
+        meta = read_meta(cache)
+        try:
+            stored = datasets.load_from_disk(str(cache / "dataset"))
+        except (OSError, ValueError) as error:
+            raise DamagedCache(f"its Arrow tables cannot be read ({error})") from None
+        for split in SPLITS:
+            stats = meta["splits"][split]
+            if len(stored[split]) != stats["examples"]:
+                raise DamagedCache(f"{split} has {len(stored[split])} rows, {stats['examples']} when written")
+            if stats.get("labels_sha256") and labels_sha256(stored[split]) != stats["labels_sha256"]:
+                raise DamagedCache(f"the {split} labels changed since they were written")
+        stored = stored.with_format("torch")
         return {split: stored[split] for split in SPLITS}
 
     def prepare_data(self) -> None:
+        remove_stale_temporaries(self.cache_root)
         folder = self.raw_folder()
-        cache = self.cache_folder(folder)
+        cache = self._prepared = self.cache_folder(folder)
         if cache.exists():
-            log.info("Using cached %s tokens in %s", self.task, cache)
-            return
+            try:
+                self.check_cache(cache)
+                self.open_cache(cache)
+                log.info("Using cached %s tokens in %s", self.task, cache)
+                return
+            except DamagedCache as damage:
+                log.warning(
+                    "The %s cache %s is damaged (%s): deleting it and building it again",
+                    self.task,
+                    cache,
+                    damage,
+                )
+                shutil.rmtree(cache)
         log.info("Tokenising %s from %s into %s", self.task, folder, cache)
         write_atomically(cache, lambda tmp: self.write_cache(folder, tmp))
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        cache = self.cache_folder(self.raw_folder())
-        if not (cache / "meta.json").is_file():
+        # the key prepare_data just computed in this process (keying 200k Pathfinder images takes seconds)
+        cache = self._prepared or self.cache_folder(self.raw_folder())
+        if not cache.is_dir():
             raise FileNotFoundError(f"{cache} is missing: call prepare_data() before setup()")
-        self.splits = self.open_cache(cache)
+        try:
+            self.check_cache(cache)
+            self.splits = self.open_cache(cache)
+        except DamagedCache as damage:
+            raise ValueError(
+                f"The {self.task} cache {cache} is damaged ({damage}): delete that folder; the next run builds it "
+                "again"
+            ) from None
         self.on_setup()
 
     # ---- loaders ----------------------------------------------------------------------------------------------------

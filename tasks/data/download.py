@@ -46,6 +46,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from tasks.data.processes import process_alive
+
 log = logging.getLogger(__name__)
 
 GB = 10**9
@@ -858,16 +860,6 @@ def inside(name: str, anchor: tuple[str, ...]) -> PurePosixPath | None:
             rest = parts[start + len(anchor) :]
             return PurePosixPath(*rest) if rest else PurePosixPath(".")
     return None
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def unreachable(url: str, err: Exception) -> str:

@@ -19,8 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rich.progress import Progress
+
 from tasks.data import download
 from tasks.data.base import SequenceDataModule, options_hash
+from tasks.data.processes import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +60,46 @@ def tokenize(source: str) -> list[str]:
     return source.replace("(", " ").replace(")", " ").split()
 
 
-def evaluate(tokens: list[str]) -> int:
-    """Value of a tokenised expression (prefix operators closed by `]`); raises ValueError if malformed."""
-    stack: list[list[Any]] = [[None]]  # frames of [operator, args...]; the outer frame holds the result
-    for token in tokens:
-        if token in OPERATORS:
-            stack.append([token])
-        elif token == "]":
-            if len(stack) < 2 or len(stack[-1]) < 2:
-                raise ValueError("']' without an open operator and arguments")
-            operator, *args = stack.pop()
-            stack[-1].append(apply(operator, args))
-        elif token.isdigit() and len(token) == 1:
-            stack[-1].append(int(token))
+CLOSE = VOCAB["]"]
+OPERATOR_OF_ID = {VOCAB[op]: op for op in OPERATORS}
+
+
+def parse(tokens: list[str], where: str = "expression") -> tuple[list[int], int]:
+    """Token ids and value of a tokenised expression (prefix operators closed by `]`); ValueError naming `where`
+    for an unknown token or unbalanced brackets. One pass over flat lists."""
+    try:
+        ids = [VOCAB[token] for token in tokens]
+    except KeyError as error:
+        raise ValueError(
+            f"{where}: unknown token {error.args[0]!r} (ListOps has digits, {', '.join(OPERATORS)}, ])"
+        ) from None
+    stack: list[int] = []  # values, and the ids of open operators at the positions in `opened`
+    opened: list[int] = []
+    for token_id in ids:
+        if token_id <= 10:  # a digit: ids 1..10 are the values 0..9
+            stack.append(token_id - 1)
+        elif token_id != CLOSE:
+            opened.append(len(stack))
+            stack.append(token_id)
+        elif not opened:
+            raise ValueError(f"{where}: unbalanced brackets: a ']' closes no operator")
         else:
-            raise ValueError(f"unknown token {token!r}")
-    if len(stack) != 1 or len(stack[0]) != 2:
-        raise ValueError("unbalanced expression")
-    return stack[0][1]
+            start = opened.pop()
+            operator, values = OPERATOR_OF_ID[stack[start]], stack[start + 1 :]
+            if not values:
+                raise ValueError(f"{where}: {operator} closed by ']' without arguments")
+            del stack[start:]
+            stack.append(apply(operator, values))
+    if opened:
+        raise ValueError(f"{where}: unbalanced brackets: {len(opened)} operator(s) not closed by ']'")
+    if len(stack) != 1:
+        raise ValueError(f"{where}: expected one expression, found {len(stack)} at the top level")
+    return ids, stack[0]
+
+
+def evaluate(tokens: list[str]) -> int:
+    """Value of a tokenised expression; raises ValueError if malformed."""
+    return parse(tokens)[1]
 
 
 class _TooLong(Exception):
@@ -142,7 +167,12 @@ def generate_listops(
     context = multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     )
-    with context.Pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
+    pool = context.Pool(processes, exit_with_parent, (os.getpid(),)) if processes > 1 else None
+    with (
+        pool or contextlib.nullcontext(),
+        Progress(transient=True) as progress,
+    ):  # one bar, not a line per shard
+        bar = progress.add_task("ListOps generator", total=wanted)
         while len(examples) < wanted:
             quota = -(-(wanted - len(examples)) // SHARDS)
             jobs = [(options, shard, quota) for shard in range(first_shard, first_shard + SHARDS)]
@@ -150,8 +180,9 @@ def generate_listops(
                 for text, value in rows:
                     if len(examples) < wanted:
                         examples.setdefault(text, value)
-                log.info("ListOps generator: %d / %d examples", len(examples), wanted)
+                progress.update(bar, completed=len(examples))
             first_shard += SHARDS
+    log.info("ListOps generator: %d examples from %d seeded streams", len(examples), first_shard)
     items = list(examples.items())
     first, second = options["num_train"], options["num_train"] + options["num_val"]
     return {"train": items[:first], "val": items[first:second], "test": items[second:]}
@@ -170,35 +201,57 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
 
 
 def read_tsv(path: Path) -> Iterator[tuple[list[int], int]]:
-    """Token ids and label of every row; header optional, CRLF or LF; errors name the file and line."""
-    with path.open(newline="") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
+    """Token ids and label of every row; header optional, CRLF or LF. Errors name the file and line: bytes that are
+    not UTF-8, a row without two columns, an empty Source, unbalanced parentheses or brackets, an unknown token, a
+    Target that is not a digit. A Target other than the expression's value is kept, counted and warned about (the
+    released files have none: such rows come from an edited file or another generator)."""
+    wrong, first_wrong, rows = 0, "", 0
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            where = f"{path}:{line_number}"
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{where}: byte 0x{raw[error.start]:02x} at column {error.start + 1} is not UTF-8 text "
+                    "(ListOps files are ASCII)"
+                ) from None
             if not line.strip():
                 continue
             columns = line.split("\t")
             if line_number == 1 and [c.strip().lower() for c in columns] == ["source", "target"]:
                 continue
-            where = f"{path}:{line_number}"
             if len(columns) != 2:
                 raise ValueError(
                     f"{where}: expected 2 tab-separated columns (Source, Target), found {len(columns)}"
                 )
             source, target = columns
+            if not source.strip():
+                raise ValueError(f"{where}: the Source expression is empty")
+            if source.count("(") != source.count(")"):
+                raise ValueError(
+                    f"{where}: unbalanced parentheses ({source.count('(')} '(' and {source.count(')')} ')')"
+                )
             try:
                 label = int(target)
             except ValueError:
                 raise ValueError(f"{where}: Target {target!r} is not an integer") from None
             if not 0 <= label <= 9:
                 raise ValueError(f"{where}: Target {label} is outside 0..9")
-            ids = []
-            for token in tokenize(source):
-                if token not in VOCAB:
-                    raise ValueError(
-                        f"{where}: unknown token {token!r} (ListOps has digits, {', '.join(OPERATORS)}, ])"
-                    )
-                ids.append(VOCAB[token])
+            ids, value = parse(tokenize(source), where)
+            rows += 1
+            if value != label:
+                wrong += 1
+                first_wrong = first_wrong or f"line {line_number}: Target {label}, value {value}"
             yield ids, label
+    if wrong:
+        log.warning(
+            "%s: %d of %d rows have a Target other than their expression's value (first: %s); kept as labelled",
+            path,
+            wrong,
+            rows,
+            first_wrong,
+        )
 
 
 class ListOpsDataModule(SequenceDataModule):
@@ -268,12 +321,7 @@ class ListOpsDataModule(SequenceDataModule):
         for split, rows in splits.items():
             write_tsv(folder / SPLIT_FILES[split], rows)
         (folder / "generator.json").write_text(json.dumps(options, indent=2))
-        log.info(
-            "Generated ListOps (%s) into %s: %s",
-            options,
-            folder,
-            {split: len(rows) for split, rows in splits.items()},
-        )
+        log.info("Generated ListOps (%s): %s", options, {split: len(rows) for split, rows in splits.items()})
 
     def read_split(self, folder: Path, split: str) -> Iterator[dict[str, Any]]:
         for ids, label in read_tsv(folder / SPLIT_FILES[split]):

@@ -25,7 +25,6 @@ import dataclasses
 import logging
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 from tasks.data import download
 from tasks.data import pathfinder_generator as generator
 from tasks.data.pixels import PixelDataModule
+from tasks.data.processes import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,18 @@ HOW_TO_GET = (
 
 @dataclass(frozen=True)
 class Sample:
-    path: Path  # the PNG
+    folder: Path  # the difficulty folder
+    name: str  # the PNG under it, "<subpath>/<filename>" as the metadata lists it
     label: int
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.name
+
+    @property
+    def file(self) -> str:
+        """`path` as a string, without building a Path (the cache key lists 200k of them)."""
+        return f"{self.folder}{os.sep}{self.name}"
 
 
 # --------------------------------------------------------------------------- reading the release
@@ -87,7 +97,7 @@ def read_metadata(folder: str | Path) -> list[Sample]:
             label = fields[LABEL_FIELD]
             if label not in ("0", "1"):
                 raise ValueError(f"{file}:{number}: label (field 4) must be 0 or 1, found {label!r}")
-            samples.append(Sample(folder / fields[0] / fields[1], int(label)))
+            samples.append(Sample(folder, f"{fields[0]}/{fields[1]}", int(label)))
     return samples
 
 
@@ -96,7 +106,7 @@ def drop_empty(samples: list[Sample]) -> tuple[list[Sample], list[Path]]:
     kept, skipped = [], []
     for sample in samples:
         try:
-            size = sample.path.stat().st_size
+            size = os.stat(sample.file).st_size
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"{sample.path} is listed in the metadata but missing; re-extract the data ({HOW_TO_GET})"
@@ -142,12 +152,12 @@ def decode_images(samples: list[Sample], resolution: int, target: str | Path, wo
         target, mode="w+", dtype=np.uint8, shape=(len(samples), resolution * resolution)
     )
     chunks = [
-        ([str(s.path) for s in samples[i : i + DECODE_CHUNK]], resolution)
+        ([s.file for s in samples[i : i + DECODE_CHUNK]], resolution)
         for i in range(0, len(samples), DECODE_CHUNK)
     ]
     workers = max(1, min(workers, len(chunks)))
     row = 0
-    with ProcessPoolExecutor(workers) if workers > 1 else generator.InlineExecutor() as pool:
+    with process_pool(workers) if workers > 1 else generator.InlineExecutor() as pool:
         for block in pool.map(_decode_chunk, chunks):
             images[row : row + len(block)] = block.reshape(len(block), -1)
             row += len(block)
@@ -216,14 +226,15 @@ class PathfinderDataModule(PixelDataModule):
         return (folder / "metadata").is_dir()
 
     def check_folder(self, folder: Path) -> None:
-        if not self.source_files(folder):
+        if not any((folder / "metadata").glob("*.npy")):
             raise FileNotFoundError(
                 f"{folder} has no metadata/*.npy files; point data.release_dir at the "
                 f"pathfinder{self.resolution}/{self.difficulty} folder of the release. {HOW_TO_GET}"
             )
 
-    def source_files(self, folder: Path) -> list[Path]:
-        return sorted((folder / "metadata").glob("*.npy"))
+    def source_files(self, folder: Path) -> list[Path | str]:
+        # the metadata and every image it lists: a PNG replaced in place changes the cache key (one stat per file)
+        return sorted((folder / "metadata").glob("*.npy")) + [sample.file for sample in read_metadata(folder)]
 
     def style(self) -> generator.PathfinderStyle:
         """The stand-in's generator style; an unknown key in `synthetic_style` is a config error."""

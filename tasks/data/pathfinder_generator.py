@@ -18,12 +18,13 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from tasks.data.processes import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +374,7 @@ def write_dataset(
     jobs = [(style, seed, task, count) for task, count in _tasks(num_images)]
     lines: dict[int, list[str]] = {}
     index = 0
-    with ProcessPoolExecutor(workers) if workers > 1 else InlineExecutor() as pool:
+    with process_pool(workers) if workers > 1 else InlineExecutor() as pool:
         for samples in pool.map(_generate_task, jobs):
             for image, label, margin in samples:
                 batch = index // images_per_batch

@@ -325,9 +325,9 @@ class SpeechDataModule(ArrayDataModule):
             raise FileNotFoundError(f"{folder} has no word folder {', '.join(missing)}. To fix: {HOW_TO_GET}")
 
     def source_files(self, folder: Path) -> list[Path]:
-        # a folder's mtime changes when clips are added or removed: cheaper than 35k file stats
+        # every clip read (size and mtime: a WAV replaced in place changes the cache key) and the list files
         lists = [folder / name for name in LIST_FILES.values() if (folder / name).is_file()]
-        return [folder / word for word in SC10_WORDS] + lists
+        return [path for word in SC10_WORDS for path in sorted((folder / word).glob("*.wav"))] + lists
 
     def read_arrays(self, folder: Path, out: Path) -> dict[str, np.ndarray]:
         """`input` int16 [N, 16000], `label`, the split's row indices, and the training statistics

@@ -15,10 +15,11 @@ import torch
 from lightning import LightningModule
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from tasks.training.optim import parameter_groups
+from tasks.training.resume import reopen_stopped_epoch
 from tasks.training.state import (
     check_model_options,
     count_parameters,
@@ -67,6 +68,9 @@ class ClassificationModule(LightningModule):
             {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
         )
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(
+            True
+        )  # in the checkpoint: a resumed run keeps the best of its first part
         self._batch_started = 0.0
         self._rng_to_restore: dict[str, Any] | None = None
         self.samples_seen = 0
@@ -165,6 +169,7 @@ class ClassificationModule(LightningModule):
     # ---- checkpoints ------------------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        reopen_stopped_epoch(checkpoint)  # last.ckpt of a run stopped mid-epoch resumes inside that epoch
         checkpoint["rng_states"] = rng_states()
         options = options_of(self.net)
         if options is not None:
@@ -173,6 +178,7 @@ class ClassificationModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_model_options(checkpoint.get("net_options"), options_of(self.net), "to resume or evaluate it")
+        reopen_stopped_epoch(checkpoint)  # checkpoints written before this version
         mine = self.state_dict()
         for name, tensor in checkpoint["state_dict"].items():
             if name in mine and mine[name].shape != tensor.shape:
@@ -180,5 +186,17 @@ class ClassificationModule(LightningModule):
                     f"the checkpoint's {name} has shape {tuple(tensor.shape)} but this model has "
                     f"{tuple(mine[name].shape)}: it was trained with another model config"
                 )
+        self._keep_missing_metric_states(checkpoint["state_dict"], mine)
         # restored at the first training batch, after anything in between (sanity check, loaders) drew numbers
         self._rng_to_restore = checkpoint.get("rng_states")
+
+    def _keep_missing_metric_states(
+        self, saved: dict[str, torch.Tensor], mine: dict[str, torch.Tensor]
+    ) -> None:
+        """Checkpoints written before the best-so-far metrics were saved lack their states: keep the fresh ones."""
+        metrics = [name for name, module in self.named_children() if isinstance(module, Metric)]
+        missing = [k for k in mine if k not in saved and k.split(".")[0] in metrics]
+        for key in missing:
+            saved[key] = mine[key]
+        if missing:
+            log.warning("The checkpoint holds no %s: the best-so-far metrics restart from this run", missing)

@@ -54,6 +54,7 @@ class LanguageModelModule(ClassificationModule):
         super().__init__(net, optimizer, scheduler, num_classes, no_weight_decay, compile)
         self.perplexity = nn.ModuleDict({f"{s}_ppl": Perplexity(ignore_index=IGNORE_INDEX) for s in SPLITS})
         self.val_ppl_best = MinMetric()
+        self.val_ppl_best.persistent(True)  # in the checkpoint, as val_acc_best
         self.sample_prompts, self.sample_tokens = list(sample_prompts), sample_tokens
         self.temperature, self.top_k, self.sample_seed = temperature, top_k, sample_seed
 

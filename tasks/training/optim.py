@@ -1,4 +1,4 @@
-"""Optimisation: weight-decay parameter groups and the per-update learning-rate schedules of the recipes.
+"""Optimisation: fairseq's Adam, weight-decay parameter groups and the per-update learning-rate schedules.
 
 Schedules are `LambdaLR`s stepped every update (`interval: step`), built from `conf/scheduler/*.yaml` as partials
 that receive the optimizer and the trainer's number of updates.
@@ -26,6 +26,11 @@ def per_group_schedule(optimizer: torch.optim.Optimizer, lr_at: Callable[[int, f
     return LambdaLR(optimizer, [factor(group["lr"]) for group in optimizer.param_groups])
 
 
+def warmup(step: int, peak: float, warmup_steps: int, warmup_init_lr: float, warmup_power: float) -> float:
+    """The warm-up of both schedules (fairseq's linear_decay): init + (peak - init) (t/W)^k for t < W."""
+    return warmup_init_lr + (peak - warmup_init_lr) * (step / warmup_steps) ** warmup_power
+
+
 def linear_decay(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
@@ -38,8 +43,8 @@ def linear_decay(
     W = `warmup_steps` updates, then falls linearly to `end_lr` at `total_steps`."""
 
     def lr_at(step: int, peak: float) -> float:
-        if step < warmup_steps:  # lr = init + (peak - init) (t/W)^k
-            return warmup_init_lr + (peak - warmup_init_lr) * (step / warmup_steps) ** warmup_power
+        if step < warmup_steps:
+            return warmup(step, peak, warmup_steps, warmup_init_lr, warmup_power)
         remaining = max(total_steps - step, 0) / max(total_steps - warmup_steps, 1)
         return end_lr + (peak - end_lr) * remaining  # lr = end + (peak - end) (T - t)/(T - W)
 
@@ -51,17 +56,64 @@ def cosine(
     total_steps: int,
     warmup_steps: int,
     warmup_init_lr: float = 1e-7,
-    min_lr_ratio: float = 0.0,
+    warmup_power: float = 1.0,
+    end_lr: float = 0.0,
 ) -> LambdaLR:
-    """Linear warm-up from `warmup_init_lr`, then cosine decay to `min_lr_ratio` × peak at `total_steps`."""
+    """The same warm-up as `linear_decay`, then one cosine half-period from each group's peak lr down to `end_lr`
+    at `total_steps` (fairseq's `cosine` with `--min-lr end_lr` and a single period)."""
 
     def lr_at(step: int, peak: float) -> float:
         if step < warmup_steps:
-            return warmup_init_lr + (peak - warmup_init_lr) * step / warmup_steps
+            return warmup(step, peak, warmup_steps, warmup_init_lr, warmup_power)
         progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return peak * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return end_lr + (peak - end_lr) * 0.5 * (
+            1 + math.cos(math.pi * progress)
+        )  # end + (peak-end)(1+cos πp)/2
 
     return per_group_schedule(optimizer, lr_at)
+
+
+class FairseqAdam(torch.optim.AdamW):
+    """fairseq's Adam (`--optimizer adam`, the paper's): torch's AdamW with epsilon added to sqrt(v) before the
+    bias correction, as fairseq does, instead of after.
+
+    fairseq: p <- p - lr·wd·p - lr·sqrt(1 - b2^t)/(1 - b1^t) · m/(sqrt(v) + eps); AdamW computes the same with
+    m/(sqrt(v)/sqrt(1 - b2^t) + eps'), which is fairseq's update for eps' = eps/sqrt(1 - b2^t). So each step hands
+    AdamW that eps' and leaves the rest (decoupled weight decay per param group, the for-loop, foreach and fused
+    kernels, the state dict) to torch. `eps` in the param groups stays the configured value; each parameter's
+    update count t is kept as a Python int in its state (`updates`), so reading it never waits for a device.
+    """
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:  # the closure computes the gradients (Lightning clips them inside it)
+            with torch.enable_grad():
+                loss = closure()
+        by_update: dict[int, list[torch.Tensor]] = {}
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    t = self.state[param].get("updates", 0) + 1
+                    by_update.setdefault(t, []).append(param)
+        configured = [group["eps"] for group in self.param_groups]
+        try:
+            # one AdamW step per distinct t (one, unless some parameters had no gradient at some updates)
+            for t, params in by_update.items():
+                others = [p for u, ps in by_update.items() if u != t for p in ps]
+                grads = [p.grad for p in others]
+                for p in others:
+                    p.grad = None
+                for group, eps in zip(self.param_groups, configured):
+                    group["eps"] = eps / math.sqrt(1 - group["betas"][1] ** t)
+                super().step()
+                for p, grad in zip(others, grads):
+                    p.grad = grad
+                for p in params:
+                    self.state[p]["updates"] = t
+        finally:
+            for group, eps in zip(self.param_groups, configured):
+                group["eps"] = eps
+        return loss
 
 
 def parameter_groups(net: nn.Module, weight_decay: float, no_decay: list[str]) -> list[dict[str, Any]]:

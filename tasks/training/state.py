@@ -4,12 +4,21 @@ A checkpoint (`<run dir>/checkpoints/*.ckpt`, written by Lightning) holds the mo
 weights under the `net.` prefix), the optimizer and schedule, the loader position, and from `on_save_checkpoint`:
 `rng_states` (Python, NumPy, torch) so a resumed run draws the same numbers, `net_options` (the options the net was
 built with) and `net_class` (its import path), so `load_net` rebuilds the net without Hydra.
+
+Checkpoints are verified when read: `with_checksums` (called by the trainer's checkpoint writer,
+`tasks.training.checkpoint_io`, on the final dict) stores a SHA-256 of every other top-level entry under
+`checksums`; `read_checkpoint` loads with `weights_only=True`, recomputes them and names the damaged entries. A file
+that torch cannot read at all (empty, truncated, random bytes) is reported as damaged too, naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import logging
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 NET_PREFIX = "net."  # the LightningModules keep the network as `self.net`
+CHECKSUMS = "checksums"  # checkpoint key: {"sha256": {top-level key: hex digest of its contents}}
 
 
 def count_parameters(net: nn.Module) -> dict[str, int]:
@@ -85,14 +97,15 @@ def check_model_options(saved: dict[str, Any] | None, current: dict[str, Any] | 
         )
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """A .ckpt file as given, or the last checkpoint of a run dir (or of its checkpoints/ folder)."""
+def checkpoint_file(path: str | Path, option: str = "ckpt_path") -> Path:
+    """A .ckpt file as given, or the last checkpoint of a run dir (or of its checkpoints/ folder); errors name
+    `option`, the config option that gave the path."""
     given = Path(path)
     candidates = [given] if given.is_file() else [given / "checkpoints" / "last.ckpt", given / "last.ckpt"]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"ckpt_path={path}: no checkpoint at {' or '.join(str(c) for c in candidates)}")
+    raise FileNotFoundError(f"{option}={path}: no checkpoint at {' or '.join(str(c) for c in candidates)}")
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -105,6 +118,92 @@ def net_class_name(net: nn.Module) -> str:
     return f"{type(net).__module__}.{type(net).__qualname__}"
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint file that cannot be read, or whose contents differ from what was written."""
+
+
+def _digest(value: Any, sha: Any) -> None:
+    """Feed a canonical serialisation of `value` (tensors: dtype, shape, bytes; containers in key order) to `sha`."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().reshape(-1).cpu().contiguous()
+        sha.update(f"tensor {flat.dtype} {tuple(value.shape)}|".encode())
+        sha.update(flat.view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        sha.update(f"dict {len(value)}|".encode())
+        for key in sorted(value, key=repr):
+            sha.update(f"{key!r}:".encode())
+            _digest(value[key], sha)
+    elif isinstance(value, (list, tuple)):
+        sha.update(f"{type(value).__name__} {len(value)}|".encode())
+        for item in value:
+            _digest(item, sha)
+    else:
+        sha.update(f"{value!r}|".encode())
+
+
+def checksums(checkpoint: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of every top-level entry of a checkpoint dict but `checksums` itself."""
+    digests = {}
+    for key, value in checkpoint.items():
+        if key != CHECKSUMS:
+            sha = hashlib.sha256()
+            _digest(value, sha)
+            digests[str(key)] = sha.hexdigest()
+    return digests
+
+
+def with_checksums(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """`checkpoint` with the checksums of its entries stored in it (call last, on the dict that is written)."""
+    checkpoint[CHECKSUMS] = {"sha256": checksums(checkpoint)}
+    return checkpoint
+
+
+def _damaged(path: Path, reason: str) -> DamagedCheckpoint:
+    return DamagedCheckpoint(
+        f"checkpoint {path} is damaged or not a checkpoint ({reason}). Delete it and resume from another "
+        f"checkpoint of the run ({path.parent}/*.ckpt), or start the run again without ckpt_path"
+    )
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint loaded with `weights_only=True` (safe whatever its origin) and verified against its stored
+    checksums; raises DamagedCheckpoint naming the file (and the damaged entries) instead of torch's errors.
+    Checkpoints written before checksums were stored load unverified (logged)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise _damaged(path, "the file is empty")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if found:  # a readable file holding arbitrary Python objects: never unpickle those
+            raise DamagedCheckpoint(
+                f"checkpoint {path} holds Python objects other than tensors and plain types ({found.group(1)}); "
+                "checkpoints are read with weights_only=True, so this file cannot be used: it was not written by "
+                "this project's training"
+            ) from None
+        raise _damaged(path, "its contents are not a PyTorch checkpoint") from None
+    except (
+        Exception
+    ) as error:  # truncated archives and random bytes fail in many ways (OSError, IndexError, ...)
+        raise _damaged(
+            path, f"torch cannot read it: {type(error).__name__}, truncated or overwritten?"
+        ) from None
+    if not isinstance(state, dict):
+        raise _damaged(path, f"it holds a {type(state).__name__}, not a checkpoint dict")
+    stored = state.get(CHECKSUMS)
+    if stored is None:
+        log.info("checkpoint %s has no checksums (written by an older version): not verified", path)
+        return state
+    expected, actual = stored.get("sha256", {}), checksums(state)
+    differ = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
+    if differ:
+        raise _damaged(path, f"{', '.join(differ)} differ from what was written")
+    return state
+
+
 def load_net(checkpoint: str | Path, net_class: type[nn.Module] | None = None) -> nn.Module:
     """The network of a training checkpoint (a .ckpt file or a run dir: its last.ckpt), in eval mode.
 
@@ -112,7 +211,7 @@ def load_net(checkpoint: str | Path, net_class: type[nn.Module] | None = None) -
     package are imported) or from the argument, e.g. for older checkpoints: `load_net(path, mega.MegaForCausalLM)`.
     """
     path = checkpoint_file(checkpoint)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
     options = state.get("net_options")
     if options is None:
         raise ValueError(

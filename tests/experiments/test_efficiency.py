@@ -1,4 +1,4 @@
-"""`python -m experiments.efficiency`: Transformer, MEGA and Mega-chunk Text classifiers timed and reported."""
+"""`python -m experiments.efficiency`: Transformer, MEGA(-chunk) and Megalodon(-chunk) Text classifiers timed and reported."""
 
 import json
 
@@ -32,6 +32,9 @@ def test_each_text_model_trains_one_step_and_the_report_and_plot_are_written(tmp
     text = efficiency.report(rows, args, machine_info("cpu"), "python -m experiments.efficiency")
     assert "| Transformer | " in text and "| 1× | 1× |" in text  # measured and paper speed of the baseline
     assert "| Mega-chunk | " in text and "5.5×" in text and "0.13×" in text
+    assert "| Megalodon-chunk | " in text  # measured; the Megalodon paper gives no speed or memory figures
+    assert efficiency.net_options("Megalodon-chunk", 64)["chunk_size"] == 128
+    assert {row["model"]: row["params"] for row in rows}["Megalodon"] == 910_720  # the lra_text recipe
     assert "(efficiency.png)" in text
     # the paper's figures come from experiments/paper.py alone
     monkeypatch.setitem(paper.TEXT_4K_EFFICIENCY, "MEGA-chunk", (7.7, 0.77))
@@ -51,4 +54,4 @@ def test_efficiency_runs_end_to_end(tmp_path):
     )
     assert all("error" not in row and len(row["times_s"]) == 1 for row in rows)
     assert "Text at length 128, relative to the Transformer" in markdown.read_text()
-    assert png.stat().st_size > 0 and len(json.loads(raw.read_text())["rows"]) == 6
+    assert png.stat().st_size > 0 and len(json.loads(raw.read_text())["rows"]) == 2 * len(efficiency.MODELS)

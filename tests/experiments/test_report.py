@@ -290,22 +290,22 @@ def test_groups_that_would_share_a_name_are_told_apart_by_their_configs(tmp_path
 
 def test_a_model_family_is_added_in_paper_py_alone(tmp_path, monkeypatch):
     """One Family and its Published rows: the report recognises the runs and shows the paper's number."""
-    megalodon = paper.Family("Megalodon", ("MegalodonForSequenceClassification",))
-    monkeypatch.setattr(paper, "FAMILIES", (*paper.FAMILIES, megalodon))
-    score = paper.Published("Text", "Megalodon", 90.62, ("lra_text",), "a paper, Table 6")
+    family = paper.Family("Newcomer", ("NewcomerForSequenceClassification",))
+    monkeypatch.setattr(paper, "FAMILIES", (*paper.FAMILIES, family))
+    score = paper.Published("Text", "Newcomer", 90.62, ("lra_text",), "a paper, Table 6")
     monkeypatch.setattr(paper, "PUBLISHED", (*paper.PUBLISHED, score))
-    monkeypatch.setattr(paper, "LRA_AVERAGE", {**paper.LRA_AVERAGE, "Megalodon": 88.0})
+    monkeypatch.setattr(paper, "LRA_AVERAGE", {**paper.LRA_AVERAGE, "Newcomer": 88.0})
     write_run(
         tmp_path,
         "m",
         "lra_text",
         1,
         0.9,
-        ["model=megalodon"],
-        target="mega.MegalodonForSequenceClassification",
+        ["model=newcomer"],
+        target="mega.NewcomerForSequenceClassification",
     )
     groups, _ = reported(tmp_path)
-    assert labels(groups) == [("Text", "Megalodon", 1)]
+    assert labels(groups) == [("Text", "Newcomer", 1)]
     text = report.markdown_report(groups, {}, "outputs")
     assert table_row(text, "Text")[1:3] == ["90.00 (n=1)", "90.62"]
     assert table_row(text, "LRA avg")[1:3] == ["–", "88.00"] and "a paper, Table 6" in text
@@ -386,3 +386,73 @@ def test_debug_presets_write_apart_and_mark_their_runs(preset):
         "${paths.log_dir}/debug/" in hydra["run"]["dir"]
         and "${paths.log_dir}/debug/" in hydra["sweep"]["dir"]
     )
+
+
+def test_megalodon_and_megalodon_chunk_stand_next_to_the_megalodon_paper(tmp_path):
+    megalodon = "mega.MegalodonForSequenceClassification"
+    write_run(tmp_path, "m/1", "lra_text", 1, 0.91, ["model=megalodon"], target=megalodon)
+    write_run(tmp_path, "mc/1", "lra_text_chunk", 1, 0.90, ["model=megalodon"], target=megalodon)
+    # experiment=lra_text model=megalodon_chunk: the model choice picks the chunked architecture
+    chosen = write_run(tmp_path, "mc/2", "lra_text", 2, 0.88, ["model=megalodon_chunk"], target=megalodon)
+    config = yaml.safe_load((chosen / ".hydra" / "config.yaml").read_text())
+    config["model"]["chunk_size"] = 128
+    (chosen / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    groups, left_out = reported(tmp_path)
+    assert left_out == {}
+    assert labels(groups) == [("Text", "Megalodon", 1), ("Text", "Megalodon-chunk", 2)]
+    text = report.markdown_report(groups, left_out, str(tmp_path))
+    assert table_row(text, "Text")[1:5] == ["91.00 (n=1)", "90.48", "89.00 ± 1.41 (n=2)", "90.53"]
+    assert "Other configurations" not in text
+
+
+def test_the_megalodon_paper_numbers():
+    for model in ("Megalodon", "Megalodon-chunk"):  # the transcribed Table 6 rows give its averages
+        mean = statistics.fmean(
+            paper.published(task, model).accuracy for task, b in paper.TASKS.items() if b == "LRA"
+        )
+        assert abs(mean - paper.LRA_AVERAGE[model]) <= 0.005 + 1e-9
+    assert paper.published("SC-Raw base", "Megalodon-chunk").accuracy == 98.14  # Table 7, c = 1000
+    assert paper.published_for("sc_raw", "Megalodon-chunk").source.endswith("Table 7")
+
+
+def started_from(folder, experiment, objective="masked", overrides=(), finished=True):
+    """Give a job folder's results.json the record train.py writes for `init_from=<pretraining run>`."""
+    results = json.loads((folder / "results.json").read_text())
+    results["init_from"] = {
+        "checkpoint": f"/elsewhere/{folder.name}/checkpoints/last.ckpt",  # a path of its own for every seed
+        "run_dir": f"/elsewhere/{folder.name}",
+        "experiment": experiment,
+        "overrides": [f"experiment={experiment}", *overrides],
+        "pretraining": {"objective": objective, "mask_rate": 0.5, "target": "tokens"},
+        "finished": finished,
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_self_pretrained_runs_stand_next_to_the_same_recipe_from_scratch(tmp_path):
+    for seed, acc in [(1, 0.90), (2, 0.92)]:
+        write_run(tmp_path, f"scratch/{seed}", "lra_text", seed, acc)
+        spt = write_run(
+            tmp_path, f"spt/{seed}", "lra_text", seed, acc + 0.02, [f"init_from=/elsewhere/{seed}"]
+        )
+        started_from(spt, "lra_text_spt", overrides=[f"seed={seed}"])
+    short = write_run(tmp_path, "spt_short/1", "lra_text", 1, 0.80, ["init_from=/elsewhere/short"])
+    started_from(short, "lra_text_spt", overrides=["trainer.max_steps=100"])
+    pretraining = write_run(tmp_path, "pretraining/1", "lra_text", 1, 0.30)
+    config = yaml.safe_load((pretraining / ".hydra" / "config.yaml").read_text())
+    config["module"] = {"_target_": "tasks.training.pretraining.PretrainingModule"}
+    (pretraining / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+
+    groups, left_out = reported(tmp_path)
+    assert [run.source for run in left_out["pretraining"]] == [str(pretraining)]
+    assert labels(groups) == [
+        ("Text", "MEGA", 2),
+        ("Text", "MEGA + SPT", 2),
+        ("lra_text", "MEGA + SPT (pretraining trainer.max_steps=100)", 1),
+    ]
+    text = report.markdown_report(groups, left_out, str(tmp_path))
+    header = next(line for line in text.splitlines() if line.startswith("| Task |"))
+    assert header.index("MEGA (ours)") < header.index("MEGA + SPT (ours)")
+    cells = table_row(text, "Text")
+    assert cells[1:3] == ["91.00 ± 1.41 (n=2)", "90.43"] and cells[3:5] == ["93.00 ± 1.41 (n=2)", "–"]
+    assert "| lra_text | MEGA + SPT (pretraining trainer.max_steps=100) | 80.00 (n=1) | 1 |" in text

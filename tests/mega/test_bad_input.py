@@ -1,11 +1,23 @@
-"""Invalid options and inputs fail early with a ValueError that names the option and the fix."""
+"""Invalid options and inputs fail early with an error that names the option, its value and the fix."""
 
 from __future__ import annotations
+
+import dataclasses
+import typing
 
 import pytest
 import torch
 
-from mega import MegaConfig, MegaEncoder, MegaForSequenceClassification
+from mega import (
+    MegaConfig,
+    MegaEncoder,
+    MegaForSequenceClassification,
+    MegalodonConfig,
+    MegalodonForSequenceClassification,
+    TransformerConfig,
+    TransformerForSequenceClassification,
+)
+from mega.config import check_option_types
 
 SMALL = dict(
     vocab_size=30,
@@ -96,3 +108,35 @@ def test_dual_encoder_inputs():
 def test_unknown_option_is_rejected():
     with pytest.raises(TypeError, match="chunk_sise"):
         MegaForSequenceClassification(**SMALL, chunk_sise=128)
+
+
+def _wrong_value(kind: object) -> object:
+    """A value of another type than the annotation `kind` allows."""
+    return 3 if "str" in str(kind) else "abc"
+
+
+@pytest.mark.parametrize("config_class", [MegaConfig, TransformerConfig, MegalodonConfig])
+def test_every_option_of_the_wrong_type_is_named_with_its_value_and_type(config_class: type) -> None:
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        value = _wrong_value(hints[field.name])
+        with pytest.raises(TypeError) as error:
+            config_class(**{field.name: value})
+        message = str(error.value)
+        assert f"{config_class.__name__}.{field.name}={value!r} has type" in message, message
+        assert "expected" in message
+
+
+def test_option_types_are_checked_without_building_the_config() -> None:
+    check_option_types(MegaConfig, {"chunk_size": 128, "dropout_prob": 0, "truncation": None})
+    with pytest.raises(TypeError, match=r"MegaConfig.chunk_size='abc' has type str; expected int"):
+        check_option_types(MegaConfig, {"chunk_size": "abc"})
+    with pytest.raises(TypeError, match="MegaConfig.chunk_size=True has type bool; expected int"):
+        check_option_types(MegaConfig, {"chunk_size": True})
+    with pytest.raises(TypeError, match="MegaConfig has no option chunk_sise"):
+        check_option_types(MegaConfig, {"chunk_sise": 128})
+    with pytest.raises(TypeError, match=r"^model.hidden_size=1.5 has type float; expected int$"):
+        check_option_types(MegaConfig, {"hidden_size": 1.5}, prefix="model")
+    assert MegaForSequenceClassification.config_class is MegaConfig
+    assert TransformerForSequenceClassification.config_class is TransformerConfig
+    assert MegalodonForSequenceClassification.config_class is MegalodonConfig

@@ -95,3 +95,25 @@ def test_dual_encoder_and_errors():
         TransformerConfig(position_embedding="rotary")
     with pytest.raises(ValueError, match="divisible"):
         TransformerConfig(hidden_size=10, num_attention_heads=3)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_is_decoder_attends_only_to_earlier_positions(padded):
+    torch.manual_seed(0)
+    net = TransformerForSequenceClassification(
+        vocab_size=20,
+        hidden_size=16,
+        num_attention_heads=2,
+        is_decoder=True,
+        dropout_prob=0.0,
+        pooling="mean",
+    ).eval()
+    x = torch.randint(1, 20, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    if padded:
+        mask[1, 7:] = False
+    later = x.clone()
+    later[:, 5:] = torch.randint(1, 20, (2, 5))
+    before, after = net.encoder(x, mask), net.encoder(later, mask)
+    assert torch.allclose(before[:, :5], after[:, :5], atol=1e-6)
+    assert not torch.allclose(before[:, 5:], after[:, 5:])

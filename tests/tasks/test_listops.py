@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import re
 import statistics
 from pathlib import Path
@@ -88,10 +89,10 @@ def test_lra_defaults() -> None:
 
 def test_reader_accepts_crlf_lf_and_missing_header(tmp_path: Path) -> None:
     crlf = tmp_path / "crlf.tsv"
-    write_tsv(crlf, [("( ( [MAX 1 ) 7 ) ] )", 7)])
+    write_tsv(crlf, [("( ( ( [MAX 1 ) 7 ) ] )", 7)])
     assert b"\r\n" in crlf.read_bytes()
     lf = tmp_path / "lf.tsv"
-    lf.write_text("( ( [MAX 1 ) 7 ) ] )\t7\n")
+    lf.write_text("( ( ( [MAX 1 ) 7 ) ] )\t7\n")
     expected = [([VOCAB["[MAX"], VOCAB["1"], VOCAB["7"], VOCAB["]"]], 7)]
     assert list(read_tsv(crlf)) == expected == list(read_tsv(lf))
 
@@ -103,6 +104,12 @@ def test_reader_accepts_crlf_lf_and_missing_header(tmp_path: Path) -> None:
         ("[MAX 1 2 ]\tseven", "is not an integer"),
         ("[MAX 1 2 ]\t12", "outside 0..9"),
         ("[MEAN 1 2 ]\t1", "unknown token '[MEAN'"),
+        ("\t1", "the Source expression is empty"),
+        ("( [MAX 1 2 ]\t2", "unbalanced parentheses (1 '(' and 0 ')')"),
+        ("[MAX 1 [MIN 2 ]\t2", "unbalanced brackets: 1 operator(s) not closed"),
+        ("[MAX 1 2 ] ]\t2", "unbalanced brackets: a ']' closes no operator"),
+        ("[MAX ]\t2", "[MAX closed by ']' without arguments"),
+        ("1 2\t2", "expected one expression, found 2"),
     ],
 )
 def test_reader_names_file_and_line_of_bad_rows(tmp_path: Path, row: str, message: str) -> None:
@@ -119,7 +126,9 @@ def test_finds_release_layouts(tmp_path: Path, layout: str) -> None:
     folder = tmp_path / layout
     folder.mkdir(parents=True)
     for split in ("train", "val", "test"):
-        write_tsv(folder / f"basic_{split}.tsv", [("( ( [SM 4 ) 5 ) ] )", 9), ("( ( [MIN 4 ) 5 ) ] )", 4)])
+        write_tsv(
+            folder / f"basic_{split}.tsv", [("( ( ( [SM 4 ) 5 ) ] )", 9), ("( ( ( [MIN 4 ) 5 ) ] )", 4)]
+        )
     module = small_module(tmp_path)
     assert module.raw_folder() == folder
     module.prepare_data()
@@ -130,7 +139,7 @@ def test_finds_release_layouts(tmp_path: Path, layout: str) -> None:
 def test_missing_split_is_named(tmp_path: Path) -> None:
     folder = tmp_path / "listops-1000"
     folder.mkdir()
-    write_tsv(folder / "basic_train.tsv", [("( ( [SM 4 ) 5 ) ] )", 9)])
+    write_tsv(folder / "basic_train.tsv", [("( ( ( [SM 4 ) 5 ) ] )", 9)])
     with pytest.raises(FileNotFoundError, match="has no basic_val.tsv"):
         small_module(tmp_path).prepare_data()
 
@@ -173,3 +182,22 @@ def test_synthetic_is_small_and_statistics_hold(tmp_path: Path) -> None:
     lengths = [len(x) for x in module.splits["train"]["input"]]
     assert len(lengths) == 256 and 10 < min(lengths) and max(lengths) < 64
     assert statistics.mean(int(y) for y in module.splits["train"]["label"]) > 0
+
+
+def test_reader_names_the_line_of_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "basic_val.tsv"
+    path.write_bytes(b"Source\tTarget\r\n[MAX 1 2 ]\t2\r\n[MAX 1 \xff ]\t2\r\n")
+    with pytest.raises(ValueError, match=r"basic_val.tsv:3: byte 0xff at column 8 is not UTF-8"):
+        list(read_tsv(path))
+
+
+def test_targets_other_than_the_value_are_kept_counted_and_warned(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "basic_test.tsv"
+    path.write_text("[MAX 1 2 ]\t2\n[MIN 1 2 ]\t2\n[SM 5 7 ]\t2\n[MED 3 ]\t9\n")
+    with caplog.at_level(logging.WARNING):
+        labels = [label for _, label in read_tsv(path)]
+    assert labels == [2, 2, 2, 9]
+    assert (
+        "2 of 4 rows have a Target other than their expression's value (first: line 2: Target 2, value 1)"
+        in (caplog.text)
+    )

@@ -331,3 +331,12 @@ def test_demo_preset_wires_data_facts_into_the_model(make_cfg):
 def test_pathx_config_resolves(make_cfg):
     cfg = make_cfg("data=pathx")
     assert (cfg.data.resolution, cfg.data.max_length, cfg.model.max_positions) == (128, 16384, 16384)
+
+
+def test_a_png_replaced_in_place_changes_the_cache_key(tmp_path):
+    folder = write_release(tmp_path, {"0.npy": [line(0, i, i % 2) for i in range(4)]})
+    dm = module(tmp_path, release_dir=str(folder))
+    before = dm.cache_folder(folder)
+    pixels = np.zeros((32, 32), dtype=np.uint8)
+    Image.fromarray(pixels, mode="L").save(folder / "imgs/0/sample_2.png")  # same name, other image
+    assert dm.cache_folder(folder) != before

@@ -152,3 +152,13 @@ def test_demo_preset_wires_data_facts_into_the_model(make_cfg):
     cfg = make_cfg("experiment=sc_raw_demo")
     assert cfg.model.input_kind == "real" and cfg.model.max_positions == 2000 and cfg.model.num_labels == 10
     assert cfg.data.synthetic and cfg.data.resolution == 8 and 2000 % cfg.model.chunk_size == 0
+
+
+def test_a_wav_replaced_in_place_changes_the_cache_key(tmp_path):
+    root = tmp_path / "speech_commands_v0.02"
+    speech.write_standin(root, clips_per_word=3)
+    module = speech.SpeechDataModule(root_dir=str(tmp_path))
+    before = module.cache_folder(root)
+    clip = sorted((root / "yes").glob("*.wav"))[0]
+    speech._write_wav(clip, np.zeros(speech.CLIP_SAMPLES - 1, dtype=np.int16))  # same name, other clip
+    assert module.cache_folder(root) != before
