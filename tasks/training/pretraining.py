@@ -73,6 +73,7 @@ class PretrainingModule(ClassificationModule):
         target: what is predicted; null: "tokens" for token inputs, "values" for real ones. "levels": the grey
             level round(levels_max · (x·value_std + value_mean)) of a normalised pixel x, as `levels` classes.
         levels, value_mean, value_std: the levels target (value_mean/std: the data's pixel normalisation).
+        compile: as the classification module's.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class PretrainingModule(ClassificationModule):
         levels: int = 256,
         value_mean: float | None = None,
         value_std: float | None = None,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         input_kind = net.config.input_kind
         target = target or ("tokens" if input_kind == "tokens" else "values")
@@ -101,7 +103,7 @@ class PretrainingModule(ClassificationModule):
         pretrainer = SelfPretrainingModel.around(net, objective, target, classes)
         if objective == "causal":
             check_causal(pretrainer)
-        super().__init__(pretrainer, optimizer, scheduler, max(classes, 2), no_weight_decay)
+        super().__init__(pretrainer, optimizer, scheduler, max(classes, 2), no_weight_decay, compile=compile)
         self.save_hyperparameters(
             {"objective": objective, "mask_rate": mask_rate, "target": target, "levels": levels}
         )
