@@ -6,10 +6,11 @@ d = 64, BatchNorm, laplace attention, no dropout) with the attention chunk of `-
 full attention), on random pixels in [-1, 1] without padding, cross-entropy, backward, AdamW update; fp32, or bf16
 CPU autocast as `trainer.precision=bf16-mixed`. Each (chunk, length, batch, precision, checkpointing) runs in its
 own fresh process (`experiments.harness.run_job`); memory is the step's peak above the model and optimizer state.
-The smaller batch runs at every length, the others at the first length only: memory per sample is read at the
-longest length from the smaller batch, and the other batches show whether it grows linearly with the batch.
+The first chunk runs at every length and batch (two batches give memory as a + b·batch), the other chunks at the
+first length and batch only: what they need beyond the first chunk is the attention's, scaled to the longest length
+(see `estimate_mib`). The estimate for the recipe's batch per device is printed last.
 
-    python -m experiments.checkpointing                                    # the BENCHMARKS.md section (CPU)
+    python -m experiments.checkpointing              # the BENCHMARKS.md section (CPU, about 35 min on 2 cores)
     python -m experiments.checkpointing --lengths 1024 --batch-sizes 1 --precisions fp32 --repeats 1 --no-markdown
 """
 
@@ -150,6 +151,7 @@ def estimate_mib(
         return None
     slope = (two["peak_mib"] - one["peak_mib"]) / (args.batch_sizes[-1] - args.batch_sizes[0])
     total = one["peak_mib"] + slope * (batch - args.batch_sizes[0])
+    params = one["params"]
     if chunk != main:
         mine = _find(rows, chunk=chunk, length=first, batch=args.batch_sizes[0], **keys)
         theirs = _find(rows, chunk=main, length=first, batch=args.batch_sizes[0], **keys)
@@ -158,7 +160,8 @@ def estimate_mib(
         growth = (longest / first) * keys_seen(chunk, longest) / keys_seen(chunk, first)
         extra = (mine["peak_mib"] - theirs["peak_mib"]) / args.batch_sizes[0]
         total += extra * growth * batch
-    return total + state_mib(one["params"])
+        params = mine["params"]  # its relative bias spans its chunk
+    return total + state_mib(params)
 
 
 def estimate_rows(rows: list[dict[str, Any]], args: argparse.Namespace, batch: int) -> list[list[Any]]:
@@ -299,7 +302,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384])
-    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[128], help="-1: full attention")
+    parser.add_argument(
+        "--chunk-sizes",
+        type=int,
+        nargs="+",
+        default=[128, -1, 4096],
+        help="-1: full attention (the Path-X recipe's; 4096: lra_pathx_chunk's)",
+    )
     parser.add_argument(
         "--batch-sizes",
         type=int,

@@ -107,7 +107,7 @@ class MegaEncoder(nn.Module):
         if checkpointed and cache is not None:
             raise ValueError(
                 "activation_checkpointing=True reruns each layer in the backward, which would advance the "
-                "incremental-decoding cache twice: decode under torch.no_grad() or in eval mode (generate does), "
+                "incremental-decoding cache twice: decode under torch.no_grad() (generate does) or in eval mode, "
                 "or set activation_checkpointing=False"
             )
         hidden_states = [x] if output_hidden_states else None
