@@ -9,7 +9,7 @@ what was left out and why, and a bar chart.
 - Each run is read from its resolved config (`.hydra/config.yaml` of its job folder; a W&B run's logged config),
   its `results.json` (a W&B run's summary) and its command-line overrides.
 - Runs are grouped by their config: runs in one group differ in nothing but the seed and options that cannot
-  change a result (IGNORED: output paths, loggers, worker and thread counts, ...). Only a group is averaged.
+  change a result (IGNORED: output paths, loggers, worker and thread counts, activation checkpointing, ...). Only a group is averaged.
 - The model of a group comes from its config: the family from `model._target_`, the variant from its options
   (MEGA-chunk when `model.chunk_size` > 0); see experiments/paper.py, which also holds the paper's numbers.
 - A group whose runs changed nothing of their experiment's recipe but the seed, the model family (`model=`) and the
@@ -60,6 +60,7 @@ IGNORED = (
     "ckpt_path",
     "init_from",  # the path of the run started from: its record (results.json) is part of the signature instead
     "torch_threads",
+    "model.activation_checkpointing",  # recomputes activations in the backward: the same gradients
     "hparams_search",
     "optimized_metric",
     "failed_trial_value",

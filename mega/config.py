@@ -88,6 +88,9 @@ class MegaConfig:
     # this many keys (B·L·C·8 bytes more per layer), else recomputes them. -1 (default): always recompute, the
     # least memory; storing measured ≈5–7 % faster at full attention (L 512–1024), no gain at chunk 128
     attention_store_max_chunk: int = -1
+    # in training, keep only each layer's input for the backward and rerun the layer there (mega.checkpointing):
+    # activation memory of a layer down to [B, L, D], for one more forward per step; gradients are unchanged
+    activation_checkpointing: bool = False
 
     # --- switches for the HF port's deviations (defaults = reference; mega.hf sets the port's values) ---
     final_norm: bool | None = None  # None: a norm after the last layer when that layer is prenorm (reference)

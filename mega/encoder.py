@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mega.cache import DecoderCache
+from mega.checkpointing import checkpointing_active, run_layer
 from mega.config import MegaConfig
 from mega.dropout import Dropout
 from mega.embeddings import build_embedding, embed_or_given
@@ -102,10 +103,19 @@ class MegaEncoder(nn.Module):
                 "encoder_hidden_states were given but add_cross_attention=False: set "
                 "add_cross_attention=True (and is_decoder=True) to attend to an encoder's states"
             )
+        checkpointed = checkpointing_active(self.config.activation_checkpointing, self)
+        if checkpointed and cache is not None:
+            raise ValueError(
+                "activation_checkpointing=True reruns each layer in the backward, which would advance the "
+                "incremental-decoding cache twice: decode under torch.no_grad() (generate does) or in eval mode, "
+                "or set activation_checkpointing=False"
+            )
         hidden_states = [x] if output_hidden_states else None
         attentions, cross_attentions = [], []
         for index, layer in enumerate(self.layers):
-            out = layer(
+            out = run_layer(
+                layer,
+                checkpointed,
                 x,
                 mask,
                 encoder_hidden_states,

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mega.checkpointing import run_layer
 from mega.config import INPUT_KINDS, PAIR_COMBINES, POOLINGS, check_option_types
 from mega.embeddings import build_embedding, embed_or_given
 from mega.heads import SequenceClassifier, head_arguments, resolve_config
@@ -48,6 +49,7 @@ class TransformerConfig:
     add_token_type_embeddings: bool = False
     type_vocab_size: int = 2
     initializer_range: float = 0.02
+    activation_checkpointing: bool = False  # training reruns each block in the backward (mega.checkpointing)
 
     def __post_init__(self) -> None:
         check_option_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
@@ -189,7 +191,7 @@ class TransformerEncoder(nn.Module):
             )
         x = self.dropout(x + self.positions[: x.size(1)])
         for layer in self.layers:
-            x = layer(x, keep)
+            x = run_layer(layer, self.config.activation_checkpointing, x, keep)
         return self.final_norm(x)
 
     def embedding_parameters(self) -> int:

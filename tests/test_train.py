@@ -223,6 +223,29 @@ def test_checkpoint_of_another_model_config_is_refused(make_cfg) -> None:
         run(other)
 
 
+def test_activation_checkpointing_trains_to_the_same_weights(make_cfg) -> None:
+    """model.activation_checkpointing=true through the trainer: the weights of the plain run (dropout on, same
+    seed); a run resumes with the option switched (it changes no weight, so the option check lets it through)."""
+    common = ["trainer.max_steps=2", "trainer.limit_train_batches=null"]
+    plain = make_cfg(*common, run="plain")
+    checkpointed = make_cfg(*common, "model.activation_checkpointing=true", run="checkpointed")
+    assert plain.model.dropout_prob > 0
+    for cfg in (plain, checkpointed):
+        assert run(cfg)["steps"] == 2
+    expected = weights(Path(plain.paths.output_dir) / "checkpoints" / "last.ckpt")
+    actual = weights(Path(checkpointed.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    resumed = make_cfg(
+        "trainer.max_steps=3",
+        "model.activation_checkpointing=true",
+        f"ckpt_path={plain.paths.output_dir}",
+        run="plain",
+    )
+    assert run(resumed)["steps"] == 3
+
+
 def test_load_net_rebuilds_the_trained_network(make_cfg) -> None:
     cfg = make_cfg("trainer.max_steps=2", "trainer.limit_train_batches=1", run="trained")
     run(cfg)

@@ -80,6 +80,7 @@ class MegalodonConfig:
     nffn_activation_dropout_prob: float = 0.0  # the FFN's hidden activations
     classifier_dropout: float | None = None  # None: dropout_prob
     initializer_range: float = 0.02  # std of the linear layers' weights
+    activation_checkpointing: bool = False  # training reruns each layer in the backward (mega.checkpointing)
     # --- paper (default) vs public code (CODE_VARIANT) ---
     cema_input_phase: bool = True  # paper eq. 2: α(cos θ + i sin θ) ⊙ u_t
     cema_input_expansion: bool = True  # paper eq. 1–2: u_t = β x_t

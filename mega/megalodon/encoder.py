@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mega.checkpointing import run_layer
 from mega.dropout import Dropout
 from mega.embeddings import build_embedding, embed_or_given
 from mega.megalodon.attention import apply_sequence_norm, build_sequence_norm
@@ -58,7 +59,7 @@ class MegalodonEncoder(nn.Module):
         if keep is not None:
             x = x * keep
         for layer in self.layers:
-            x = layer(x, mask)
+            x = run_layer(layer, self.config.activation_checkpointing, x, mask)
         x = apply_sequence_norm(self.final_norm, x, mask)
         return x if keep is None else x * keep
 

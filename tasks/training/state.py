@@ -77,8 +77,8 @@ def options_of(net: nn.Module) -> dict[str, Any] | None:
 
 def changes_the_function(option: str) -> bool:
     """Whether a model option changes what the trained weights compute (dropout rates do not: they may change
-    between training, fine-tuning and evaluation)."""
-    return "dropout" not in option
+    between training, fine-tuning and evaluation; nor does activation checkpointing, which saves memory)."""
+    return "dropout" not in option and option != "activation_checkpointing"
 
 
 def check_model_options(saved: dict[str, Any] | None, current: dict[str, Any] | None, what: str) -> None:
