@@ -3,7 +3,8 @@
 On CPU, element dropout draws its mask from 16-bit fields of 64-bit random words (about 3× cheaper than
 `bernoulli_`) and keeps it as bool for the backward (a quarter of the float mask's memory). The drop
 probability is then round(p·2^16)/2^16 (0.1 → 0.100006) and kept values are scaled by 1/(1 − that). Inside
-torch.compile'd graphs (and off CPU) it is F.dropout.
+torch.compile'd graphs (and off CPU) `Dropout.forward` is F.dropout. `Dropout.draw` only draws the bool mask, for
+the fused functions of mega.fused that apply it themselves and keep it for the backward.
 """
 
 from __future__ import annotations
@@ -86,6 +87,19 @@ class Dropout(nn.Module):
         if x.dim() == 4:
             return F.dropout2d(x, self.p, training=True)
         return F.dropout1d(x.transpose(1, 2), self.p, training=True).transpose(1, 2)
+
+    def draw(self, shape: torch.Size, device: torch.device) -> tuple[torch.Tensor, float] | None:
+        """A keep mask (bool, broadcastable to `shape`) and the scale of kept values, for functions that apply
+        the dropout themselves and keep the mask (mega.fused); None in eval or at p = 0."""
+        if not self.training or self.p == 0.0:
+            return None
+        if not self.feature:
+            return keep_mask(shape, self.p, device), 1.0 / kept_fraction(self.p)
+        # channels of [B, L, D]; (sample, chunk) slices of [B, K, C, v], as forward
+        keep_shape = (*shape[:2], 1, 1) if len(shape) == 4 else (shape[0], 1, shape[-1])
+        return torch.empty(keep_shape, dtype=torch.bool, device=device).bernoulli_(1.0 - self.p), 1.0 / (
+            1.0 - self.p
+        )
 
     def extra_repr(self) -> str:
         return f"p={self.p}, feature={self.feature}"
