@@ -12,7 +12,7 @@ from mega.cache import LayerCache, append_keys
 from mega.config import MegaConfig
 from mega.dropout import Dropout, keep_mask, kept_fraction, scaled_product
 from mega.ema import MultiHeadEMA
-from mega.fused import drop, dropout_draw, recomputed
+from mega.fused import drop, dropout_draw, input_grads, recomputed, save_inputs, saved_inputs
 from mega.norms import build_norm
 from mega.positional import build_relative_bias
 
@@ -205,26 +205,22 @@ class ProloguedAttention(torch.autograd.Function):
             ctx, query, key, value, bias, key_mask, causal, function, dropout_p, store
         )
         ctx.prologue, ctx.stored = prologue, len(stored)
-        ctx.save_for_backward(bias, key_mask, causal, *stored, *inputs)
+        save_inputs(ctx, bias, key_mask, causal, *stored, *inputs)
         return out
 
     @staticmethod
     @custom_bwd
     def backward(ctx, grad_out):
-        bias, key_mask, causal, *rest = ctx.saved_tensors
-        stored, inputs = rest[: ctx.stored], rest[ctx.stored :]
-        needs = ctx.needs_input_grad[7:]
-        leaves = [t if t is None else t.detach().requires_grad_(need) for t, need in zip(inputs, needs)]
+        kept = 3 + ctx.stored
+        bias, key_mask, causal, *rest = saved_inputs(ctx, (False,) * kept + ctx.needs_input_grad[7:])
+        stored, leaves = rest[: ctx.stored], rest[ctx.stored :]
         with torch.enable_grad():
             qkv = ctx.prologue(*leaves)
         tensors = (*(t.detach() for t in qkv), bias, key_mask, causal)
         *grad_qkv, grad_bias = attention_backward(
             ctx, grad_out, tensors, stored, (True, True, True, ctx.needs_input_grad[1])
         )
-        wanted = [t for t in leaves if t is not None and t.requires_grad]
-        found = iter(torch.autograd.grad(qkv, wanted, grad_qkv) if wanted else ())
-        grad_inputs = [next(found) if t is not None and t.requires_grad else None for t in leaves]
-        return None, grad_bias, None, None, None, None, None, *grad_inputs
+        return None, grad_bias, None, None, None, None, None, *input_grads(qkv, grad_qkv, leaves)
 
     @staticmethod
     def plain(prologue, bias, key_mask, causal, function: str, dropout_p: float, store: bool, *inputs):

@@ -3,11 +3,13 @@
 On CPU, element dropout draws its mask from 16-bit fields of 64-bit random words (about 3× cheaper than
 `bernoulli_`) and keeps it as bool for the backward (a quarter of the float mask's memory). The drop
 probability is then round(p·2^16)/2^16 (0.1 → 0.100006) and kept values are scaled by 1/(1 − that). Inside
-torch.compile'd graphs (and off CPU) `Dropout.forward` is F.dropout. `Dropout.draw` only draws the bool mask, for
-the fused functions of mega.fused that apply it themselves and keep it for the backward.
+torch.compile'd graphs (and off CPU) `Dropout.forward` is F.dropout. `Dropout.draw` only draws a seed of the mask (a
+SeededMask), for the fused functions of mega.fused that apply it themselves and redraw it in the backward.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +70,26 @@ def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return MaskedScale.apply(x, keep_mask(x.shape, p, x.device), 1.0 / kept_fraction(p))
 
 
+@dataclass(frozen=True)
+class SeededMask:
+    """A dropout keep mask given by its seed: `mask()` draws the same bool mask each time (no mask is kept)."""
+
+    seed: int
+    shape: torch.Size
+    p: float
+    device: torch.device
+    feature: bool = False
+
+    def mask(self) -> torch.Tensor:
+        generator = torch.Generator(self.device).manual_seed(self.seed)
+        if not self.feature:
+            return keep_mask(self.shape, self.p, self.device, generator)
+        # channels of [B, L, D]; (sample, chunk) slices of [B, K, C, v], as Dropout.forward
+        shape = (*self.shape[:2], 1, 1) if len(self.shape) == 4 else (self.shape[0], 1, self.shape[-1])
+        keep = torch.empty(shape, dtype=torch.bool, device=self.device)
+        return keep.bernoulli_(1.0 - self.p, generator=generator)
+
+
 class Dropout(nn.Module):
     """Element dropout, or with feature=True channel dropout: a channel is dropped for every time step.
 
@@ -88,18 +110,15 @@ class Dropout(nn.Module):
             return F.dropout2d(x, self.p, training=True)
         return F.dropout1d(x.transpose(1, 2), self.p, training=True).transpose(1, 2)
 
-    def draw(self, shape: torch.Size, device: torch.device) -> tuple[torch.Tensor, float] | None:
-        """A keep mask (bool, broadcastable to `shape`) and the scale of kept values, for functions that apply
-        the dropout themselves and keep the mask (mega.fused); None in eval or at p = 0."""
+    def draw(self, shape: torch.Size, device: torch.device) -> tuple[SeededMask, float] | None:
+        """A keep mask for a tensor of `shape` as a seed (drawn from the global RNG: seeded runs repeat) and the
+        scale of kept values, for functions that apply the dropout themselves (mega.fused): they keep the seed,
+        not the mask. None in eval or at p = 0."""
         if not self.training or self.p == 0.0:
             return None
-        if not self.feature:
-            return keep_mask(shape, self.p, device), 1.0 / kept_fraction(self.p)
-        # channels of [B, L, D]; (sample, chunk) slices of [B, K, C, v], as forward
-        keep_shape = (*shape[:2], 1, 1) if len(shape) == 4 else (shape[0], 1, shape[-1])
-        return torch.empty(keep_shape, dtype=torch.bool, device=device).bernoulli_(1.0 - self.p), 1.0 / (
-            1.0 - self.p
-        )
+        seed = int(torch.randint(0, 2**62, (1,)))
+        scale = 1.0 / (1.0 - self.p) if self.feature else 1.0 / kept_fraction(self.p)
+        return SeededMask(seed, shape, self.p, device, self.feature), scale
 
     def extra_repr(self) -> str:
         return f"p={self.p}, feature={self.feature}"

@@ -1,8 +1,8 @@
 """Element-wise chains (gates, activations, dropout, residual mixing) that keep only their inputs for the backward.
 
 Autograd keeps every intermediate of a chain such as x + σ(a) ⊙ (Dropout(SiLU(b)) − x) that some op needs for
-its backward: several [B, L, ·] tensors per chain. RecomputedChain keeps the chain's inputs (and bool dropout
-masks, drawn outside) and reruns the chain under autograd in the backward, where it costs a pass over a few
+its backward: several [B, L, ·] tensors per chain. RecomputedChain keeps the chain's inputs (and the seeds of
+dropout masks drawn outside) and reruns the chain under autograd in the backward, where it costs a pass over a few
 tensors. A linear layer fed by the chain can run inside the function, so that the chain's output, which the
 linear would keep, is recomputed too. Gradients are those of the plain expression (`RecomputedChain.plain`).
 """
@@ -15,20 +15,44 @@ import torch
 import torch.nn.functional as F
 
 from mega.amp import custom_bwd, custom_fwd
-from mega.dropout import Dropout, scaled_product
+from mega.dropout import Dropout, SeededMask, scaled_product
 
 Chain = Callable[..., torch.Tensor]
 SAVED = object()  # marks the inputs RecomputedChain saves (the tensors)
 
 
-def drop(x: torch.Tensor, keep: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """x · keep · scale, or x when nothing is dropped (keep None)."""
-    return x if keep is None else scaled_product(x, keep, scale)
+def drop(x: torch.Tensor, keep: torch.Tensor | SeededMask | None, scale: float) -> torch.Tensor:
+    """x · keep · scale, or x when nothing is dropped (keep None); keep: a bool mask or its seed."""
+    if keep is None:
+        return x
+    return scaled_product(x, keep.mask() if isinstance(keep, SeededMask) else keep, scale)
 
 
-def dropout_draw(dropout: Dropout, x: torch.Tensor) -> tuple[torch.Tensor | None, float]:
-    """(keep mask, scale) of one draw of `dropout` for a tensor like x; (None, 1.0) when nothing is dropped."""
+def dropout_draw(dropout: Dropout, x: torch.Tensor) -> tuple[SeededMask | None, float]:
+    """(keep mask seed, scale) of one draw of `dropout` for a tensor like x; (None, 1.0) when nothing is dropped."""
     return dropout.draw(x.shape, x.device) or (None, 1.0)
+
+
+def save_inputs(ctx, *inputs) -> None:
+    """Save the tensors among `inputs` for the backward; keep the rest (None, numbers, mask seeds) on ctx."""
+    ctx.constants = [SAVED if isinstance(t, torch.Tensor) else t for t in inputs]
+    ctx.save_for_backward(*(t for t in inputs if isinstance(t, torch.Tensor)))
+
+
+def saved_inputs(ctx, needs: Sequence[bool]) -> list:
+    """The inputs of save_inputs again, tensors detached and requiring grad where `needs` says."""
+    saved = iter(ctx.saved_tensors)
+    return [
+        next(saved).detach().requires_grad_(need) if constant is SAVED else constant
+        for constant, need in zip(ctx.constants, needs)
+    ]
+
+
+def input_grads(output, grad_output, leaves: list) -> list[torch.Tensor | None]:
+    """Gradients of the leaves that require grad (None for the others) for autograd.grad(output, ...)."""
+    wanted = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+    found = iter(torch.autograd.grad(output, wanted, grad_output) if wanted else ())
+    return [next(found) if isinstance(t, torch.Tensor) and t.requires_grad else None for t in leaves]
 
 
 def linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -67,20 +91,13 @@ class RecomputedChain(torch.autograd.Function):
             out = project(chain(*inputs), sizes, weight, bias)
         ctx.chain, ctx.sizes = chain, sizes
         ctx.bias_shape, ctx.bias_dtype = (None, None) if bias is None else (bias.shape, bias.dtype)
-        # tensors are saved; other inputs (None, dropout scales) are kept as they are
-        ctx.constants = [SAVED if isinstance(t, torch.Tensor) else t for t in inputs]
-        ctx.save_for_backward(weight, *(t for t in inputs if isinstance(t, torch.Tensor)))
+        save_inputs(ctx, weight, *inputs)
         return out
 
     @staticmethod
     @custom_bwd
     def backward(ctx, *grads):
-        weight, *tensors = ctx.saved_tensors
-        saved = iter(tensors)
-        leaves = [
-            next(saved).detach().requires_grad_(need) if constant is SAVED else constant
-            for constant, need in zip(ctx.constants, ctx.needs_input_grad[4:])
-        ]
+        weight, *leaves = saved_inputs(ctx, (False, *ctx.needs_input_grad[4:]))
         with torch.enable_grad():
             h = ctx.chain(*leaves)
         grad_weight = grad_bias = None
@@ -101,12 +118,7 @@ class RecomputedChain(torch.autograd.Function):
             if ctx.needs_input_grad[3]:
                 grad_bias = torch.cat([g.sum_to_size(ctx.bias_shape[:-1] + g.shape[-1:]) for g in grads], -1)
                 grad_bias = grad_bias.sum_to_size(ctx.bias_shape).to(ctx.bias_dtype)
-        wanted = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
-        found = iter(torch.autograd.grad(h, wanted, grad_h) if wanted else ())
-        grad_inputs = [
-            next(found) if isinstance(t, torch.Tensor) and t.requires_grad else None for t in leaves
-        ]
-        return None, None, grad_weight, grad_bias, *grad_inputs
+        return None, None, grad_weight, grad_bias, *input_grads(h, grad_h, leaves)
 
     @staticmethod
     def plain(chain: Chain, sizes, weight, bias, *inputs):

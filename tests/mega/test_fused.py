@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from experiments.saved_tensors import layer_parts, saved_bytes
 from mega import MegaConfig, MegaEncoder
 from mega.attention import MovingAverageGatedAttention, ProloguedAttention
-from mega.dropout import Dropout
+from mega.dropout import Dropout, kept_fraction
 from mega.ffn import NormalizedFeedForwardNetwork
 from mega.fused import RecomputedChain, drop
 
@@ -223,14 +223,18 @@ def test_sublayers_equal_the_plain_expressions(
         torch.testing.assert_close(a, b)
 
 
-def test_dropout_draw_matches_forward_rate_and_scale():
+def test_dropout_draw_is_a_seed_of_the_forward_rate_and_scale():
     torch.manual_seed(0)
-    keep, scale = Dropout(0.25).train().draw(torch.Size((400, 500)), torch.device("cpu"))
+    seeded, scale = Dropout(0.25).train().draw(torch.Size((400, 500)), torch.device("cpu"))
+    keep = seeded.mask()
     assert keep.dtype == torch.bool and abs(keep.float().mean().item() - 0.75) < 0.01
-    feature_keep, _ = Dropout(0.25, feature=True).train().draw(torch.Size((4, 3, 5, 6)), torch.device("cpu"))
-    assert feature_keep.shape == (4, 3, 1, 1)
+    assert torch.equal(seeded.mask(), keep)  # redrawn the same in the backward
+    assert abs(scale - 1 / kept_fraction(0.25)) < 1e-9
+    feature, feature_scale = (
+        Dropout(0.25, feature=True).train().draw(torch.Size((4, 3, 5, 6)), torch.device("cpu"))
+    )
+    assert feature.mask().shape == (4, 3, 1, 1) and feature_scale == 1 / 0.75
     assert Dropout(0.25).eval().draw(torch.Size((4, 5)), torch.device("cpu")) is None
-    assert abs(scale - 1 / 0.75) < 1e-3
 
 
 def encoder_saved_units(chunk_size: int) -> float:
