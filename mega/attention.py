@@ -12,6 +12,7 @@ from mega.cache import LayerCache, append_keys
 from mega.config import MegaConfig
 from mega.dropout import Dropout, keep_mask, kept_fraction, scaled_product
 from mega.ema import MultiHeadEMA
+from mega.fused import drop, dropout_draw, input_grads, recomputed, save_inputs, saved_inputs
 from mega.norms import build_norm
 from mega.positional import build_relative_bias
 
@@ -23,24 +24,38 @@ def chunk(x: torch.Tensor, chunk_len: int) -> torch.Tensor:
     return x.view(x.size(0), -1, chunk_len, *x.shape[2:])
 
 
-def split_chunks(
-    mask: torch.Tensor | None, chunk_size: int, *tensors: torch.Tensor
-) -> tuple[int, torch.Tensor | None, list[torch.Tensor]]:
-    """[B, L, ·] tensors → (C, key mask [B, K, C] or None, [B, K, C, ·] tensors), K = ⌈L / C⌉ chunks of C.
+def chunk_layout(
+    mask: torch.Tensor | None, chunk_size: int, batch: int, seq_len: int, device: torch.device
+) -> tuple[int, torch.Tensor | None]:
+    """(C, key mask [B, K, C] or None) for K = ⌈L / C⌉ chunks of C positions.
 
-    C = chunk_size when 0 < chunk_size < L, else L (one chunk). A last partial chunk is zero-padded and its
-    padding is masked out (so any length works); callers unpad the output with [:, :L].
+    C = chunk_size when 0 < chunk_size < L, else L (one chunk). A last partial chunk's padding is masked out.
     """
-    batch, seq_len = tensors[0].shape[:2]
     chunk_len = chunk_size if 0 < chunk_size < seq_len else seq_len
     pad = -seq_len % chunk_len
     if pad:
-        tensors = tuple(F.pad(t, (0, 0, 0, pad)) for t in tensors)
         if mask is None:
-            mask = tensors[0].new_ones(batch, seq_len, dtype=torch.bool)
+            mask = torch.ones(batch, seq_len, dtype=torch.bool, device=device)
         mask = F.pad(mask, (0, pad), value=False)
-    key_mask = chunk(mask, chunk_len) if mask is not None else None
-    return chunk_len, key_mask, [chunk(t, chunk_len) for t in tensors]
+    return chunk_len, chunk(mask, chunk_len) if mask is not None else None
+
+
+def pad_chunks(chunk_len: int, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """[B, L, ·] tensors → [B, K, C, ·], a last partial chunk zero-padded (callers unpad with [:, :L])."""
+    pad = -tensors[0].size(1) % chunk_len
+    return [chunk(F.pad(t, (0, 0, 0, pad)) if pad else t, chunk_len) for t in tensors]
+
+
+def split_chunks(
+    mask: torch.Tensor | None, chunk_size: int, *tensors: torch.Tensor
+) -> tuple[int, torch.Tensor | None, list[torch.Tensor]]:
+    """[B, L, ·] tensors → (C, key mask [B, K, C] or None, [B, K, C, ·] tensors): chunk_layout and pad_chunks.
+
+    So any length works; callers unpad the output with [:, :L].
+    """
+    batch, seq_len = tensors[0].shape[:2]
+    chunk_len, key_mask = chunk_layout(mask, chunk_size, batch, seq_len, tensors[0].device)
+    return chunk_len, key_mask, pad_chunks(chunk_len, *tensors)
 
 
 def causal_mask(length: int, device: torch.device) -> torch.Tensor:
@@ -159,81 +174,147 @@ class RecomputedAttention(torch.autograd.Function):
     def forward(
         ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float, store: bool = False
     ):
-        seed = int(torch.randint(0, 2**62, (1,))) if dropout_p > 0 else None  # global RNG: seeded runs repeat
-        stored: tuple[torch.Tensor | None, ...] = ()
-        with torch.no_grad():
-            if function == "softmax":
-                weights = softmax_weights_(softmax_scores(query, key, bias, blocked_keys(key_mask, causal)))
-            else:
-                weights = attention_weights(query, key, bias, key_mask, causal, function)
-            multiplier = None if seed is None else dropout_multiplier(weights, dropout_p, seed)
-            if store and function == "softmax":
-                stored = (weights, multiplier)
-                dropped = weights if multiplier is None else weights * multiplier
-            else:
-                dropped = weights if multiplier is None else weights.mul_(multiplier)
-            out = torch.matmul(dropped, value)
+        out, stored = attention_forward(
+            ctx, query, key, value, bias, key_mask, causal, function, dropout_p, store
+        )
         ctx.save_for_backward(query, key, value, bias, key_mask, causal, *stored)
-        ctx.function, ctx.dropout_p, ctx.seed, ctx.store = function, dropout_p, seed, bool(stored)
         return out
 
     @staticmethod
     @custom_bwd
     def backward(ctx, grad_out):
-        if ctx.function == "softmax":
-            return (*RecomputedAttention.softmax_backward(ctx, grad_out), None, None, None, None, None)
-        query, key, value, bias, key_mask, causal = ctx.saved_tensors
-        inputs = [
-            t.detach().requires_grad_(need) for t, need in zip((query, key, bias), ctx.needs_input_grad)
-        ]
-        with torch.enable_grad():
-            weights = attention_weights(*inputs, key_mask, causal, ctx.function)
-        dropped = weights.detach()
-        # dL/dW in the weights' dtype (float32 under autocast: the dropout scale is not rounded to half)
-        grad_weights = torch.matmul(grad_out, value.transpose(-1, -2)).to(weights.dtype)
-        if ctx.seed is not None:
-            dropped, grad_weights = drop_weights(dropped, ctx.dropout_p, ctx.seed, grad_weights)
-        grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out) if ctx.needs_input_grad[2] else None
-        wanted = [t for t in inputs if t.requires_grad]
-        grads = iter(torch.autograd.grad(weights, wanted, grad_weights) if wanted else ())
-        grad_query, grad_key, grad_bias = (next(grads) if t.requires_grad else None for t in inputs)
-        return grad_query, grad_key, grad_value, grad_bias, None, None, None, None, None
+        query, key, value, bias, key_mask, causal, *stored = ctx.saved_tensors
+        tensors = (query, key, value, bias, key_mask, causal)
+        grads = attention_backward(ctx, grad_out, tensors, stored, ctx.needs_input_grad[:4])
+        return (*grads, None, None, None, None, None)
+
+
+class ProloguedAttention(torch.autograd.Function):
+    """RecomputedAttention of (Q, K, V) = prologue(*inputs), keeping the prologue's inputs instead of Q, K, V.
+
+    prologue: cheap element-wise work (e.g. Q, K from the shared representation, V's activation and dropout) that
+    the backward reruns under autograd; gradients are those of the plain expression (`ProloguedAttention.plain`).
+    """
 
     @staticmethod
-    def softmax_backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        """Gradients of Q, K, V, bias for softmax weights P: with G = dL/dP, dL/dS = P ⊙ (G − Σⱼ P G)."""
-        query, key, value, bias, key_mask, causal, *stored = ctx.saved_tensors
-        blocked = blocked_keys(key_mask, causal)
+    @custom_fwd
+    def forward(ctx, prologue, bias, key_mask, causal, function: str, dropout_p: float, store: bool, *inputs):
         with torch.no_grad():
-            if ctx.store:
-                probs, multiplier = stored
-                weights_dtype = probs.dtype
-            else:
-                scores = softmax_scores(query, key, bias, blocked)
-                weights_dtype = scores.dtype  # what the forward multiplied V by
-                probs = softmax_weights_(scores, softmax_dtype(weights_dtype))
-                del scores
-                multiplier = None if ctx.seed is None else dropout_multiplier(probs, ctx.dropout_p, ctx.seed)
-            # dL/d(dropped P), in float32 when the weights are half (no copy otherwise)
-            grad_scores = torch.matmul(grad_out, value.transpose(-1, -2)).to(softmax_dtype(probs.dtype))
-            if multiplier is not None:
-                grad_scores.mul_(multiplier)  # now dL/dP
-            grad_scores.mul_(probs)  # P ⊙ G, then − P ⊙ Σⱼ P G: the softmax backward in place
-            grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
-            if blocked is not None:
-                grad_scores.masked_fill_(blocked, 0.0)  # masked scores are constants
-            grad_value = None
-            if ctx.needs_input_grad[2]:
-                dropped = probs.to(weights_dtype)  # the forward's weights: in place when no cast is needed
-                dropped = dropped if multiplier is None else dropped.mul_(multiplier)
-                grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out)
-                del dropped
-            del probs
-            grad_bias = grad_scores.sum_to_size(bias.shape) if ctx.needs_input_grad[3] else None
-            grad_scores = grad_scores.to(weights_dtype)  # the scores' dtype, as the matmuls of the forward
-            grad_query = torch.matmul(grad_scores, key) if ctx.needs_input_grad[0] else None
-            grad_key = torch.matmul(grad_scores.transpose(-1, -2), query) if ctx.needs_input_grad[1] else None
-        return grad_query, grad_key, grad_value, grad_bias
+            query, key, value = prologue(*inputs)
+        out, stored = attention_forward(
+            ctx, query, key, value, bias, key_mask, causal, function, dropout_p, store
+        )
+        ctx.prologue, ctx.stored = prologue, len(stored)
+        save_inputs(ctx, bias, key_mask, causal, *stored, *inputs)
+        return out
+
+    @staticmethod
+    @custom_bwd
+    def backward(ctx, grad_out):
+        kept = 3 + ctx.stored
+        bias, key_mask, causal, *rest = saved_inputs(ctx, (False,) * kept + ctx.needs_input_grad[7:])
+        stored, leaves = rest[: ctx.stored], rest[ctx.stored :]
+        with torch.enable_grad():
+            qkv = ctx.prologue(*leaves)
+        tensors = (*(t.detach() for t in qkv), bias, key_mask, causal)
+        *grad_qkv, grad_bias = attention_backward(
+            ctx, grad_out, tensors, stored, (True, True, True, ctx.needs_input_grad[1])
+        )
+        return None, grad_bias, None, None, None, None, None, *input_grads(qkv, grad_qkv, leaves)
+
+    @staticmethod
+    def plain(prologue, bias, key_mask, causal, function: str, dropout_p: float, store: bool, *inputs):
+        """Q, K, V in autograd ops, then RecomputedAttention (what the tests compare with; torch.compile uses it)."""
+        query, key, value = prologue(*inputs)
+        return RecomputedAttention.apply(
+            query, key, value, bias, key_mask, causal, function, dropout_p, store
+        )
+
+
+def attention_forward(
+    ctx, query, key, value, bias, key_mask, causal, function: str, dropout_p: float, store: bool
+) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
+    """O = Dropout(W) V without autograd; records the dropout seed on ctx; → (O, what the backward must keep)."""
+    seed = int(torch.randint(0, 2**62, (1,))) if dropout_p > 0 else None  # global RNG: seeded runs repeat
+    stored: tuple[torch.Tensor | None, ...] = ()
+    with torch.no_grad():
+        if function == "softmax":
+            weights = softmax_weights_(softmax_scores(query, key, bias, blocked_keys(key_mask, causal)))
+        else:
+            weights = attention_weights(query, key, bias, key_mask, causal, function)
+        multiplier = None if seed is None else dropout_multiplier(weights, dropout_p, seed)
+        if store and function == "softmax":
+            stored = (weights, multiplier)
+            dropped = weights if multiplier is None else weights * multiplier
+        else:
+            dropped = weights if multiplier is None else weights.mul_(multiplier)
+        out = torch.matmul(dropped, value)
+    ctx.function, ctx.dropout_p, ctx.seed, ctx.store = function, dropout_p, seed, bool(stored)
+    return out, stored
+
+
+def attention_backward(ctx, grad_out, tensors, stored, needs) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of Q, K, V, bias (where `needs` says) from tensors = (Q, K, V, bias, key mask, causal)."""
+    if ctx.function == "softmax":
+        return softmax_backward(ctx, grad_out, *tensors, stored, needs)
+    query, key, value, bias, key_mask, causal = tensors
+    inputs = [
+        t.detach().requires_grad_(need) for t, need in zip((query, key, bias), (needs[0], needs[1], needs[3]))
+    ]
+    with torch.enable_grad():
+        weights = attention_weights(*inputs, key_mask, causal, ctx.function)
+    dropped = weights.detach()
+    # dL/dW in the weights' dtype (float32 under autocast: the dropout scale is not rounded to half)
+    grad_weights = torch.matmul(grad_out, value.transpose(-1, -2)).to(weights.dtype)
+    if ctx.seed is not None:
+        dropped, grad_weights = drop_weights(dropped, ctx.dropout_p, ctx.seed, grad_weights)
+    grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out) if needs[2] else None
+    wanted = [t for t in inputs if t.requires_grad]
+    grads = iter(torch.autograd.grad(weights, wanted, grad_weights) if wanted else ())
+    grad_query, grad_key, grad_bias = (next(grads) if t.requires_grad else None for t in inputs)
+    return grad_query, grad_key, grad_value, grad_bias
+
+
+def softmax_backward(
+    ctx, grad_out, query, key, value, bias, key_mask, causal, stored, needs
+) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of Q, K, V, bias for softmax weights P: with G = dL/dP, dL/dS = P ⊙ (G − Σⱼ P G)."""
+    blocked = blocked_keys(key_mask, causal)
+    with torch.no_grad():
+        if ctx.store:
+            probs, multiplier = stored
+            weights_dtype = probs.dtype
+        else:
+            scores = softmax_scores(query, key, bias, blocked)
+            weights_dtype = scores.dtype  # what the forward multiplied V by
+            probs = softmax_weights_(scores, softmax_dtype(weights_dtype))
+            del scores
+            multiplier = None if ctx.seed is None else dropout_multiplier(probs, ctx.dropout_p, ctx.seed)
+        # dL/d(dropped P), in float32 when the weights are half (no copy otherwise)
+        grad_scores = torch.matmul(grad_out, value.transpose(-1, -2)).to(softmax_dtype(probs.dtype))
+        if multiplier is not None:
+            grad_scores.mul_(multiplier)  # now dL/dP
+        grad_scores.mul_(probs)  # P ⊙ G, then − P ⊙ Σⱼ P G: the softmax backward in place
+        grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
+        if blocked is not None:
+            grad_scores.masked_fill_(blocked, 0.0)  # masked scores are constants
+        grad_value = None
+        if needs[2]:
+            dropped = probs.to(weights_dtype)  # the forward's weights: in place when no cast is needed
+            dropped = dropped if multiplier is None else dropped.mul_(multiplier)
+            grad_value = torch.matmul(dropped.transpose(-1, -2), grad_out)
+            del dropped
+        del probs
+        grad_bias = grad_scores.sum_to_size(bias.shape) if needs[3] else None
+        grad_scores = grad_scores.to(weights_dtype)  # the scores' dtype, as the matmuls of the forward
+        grad_query = torch.matmul(grad_scores, key) if needs[0] else None
+        grad_key = torch.matmul(grad_scores.transpose(-1, -2), query) if needs[1] else None
+    return grad_query, grad_key, grad_value, grad_bias
+
+
+def gated_output(attended: torch.Tensor, reset_in: torch.Tensor) -> torch.Tensor:
+    """O ⊙ r with r = SiLU(reset_in) (eq. 12), the input of U_h."""
+    return attended * F.silu(reset_in)
 
 
 class MovingAverageGatedAttention(nn.Module):
@@ -288,62 +369,104 @@ class MovingAverageGatedAttention(nn.Module):
         cache: x continues a causal sequence after cache.length tokens; the EMA state and the keys/values of
         the open chunk are read from it and updated (cache.length is advanced by the block).
         need_weights: also return the attention weights [B, K, C, C] (with a cache: of the last chunk touched).
+
+        The element-wise chains run in RecomputedChain / ProloguedAttention, which keep only their inputs
+        (pre-activations and bool dropout masks) and recompute the rest in the backward.
         """
         residual = x
         if self.prenorm:
             x = self.norm(x)
-        value = self.activation(self.v_proj(x))  # [B, L, v]  (eq. 10)
-        ema = self.dropout(self.ema(x, mask, cache))  # [B, L, D]  (eq. 6)
-        # mx_proj's row blocks used separately: no split (whose backward concatenates the gradients)
-        gate_w, shared_w, reset_w, hx_w = self.mx_proj.weight.split(self.mx_sizes)
-        gate_b, shared_b, reset_b, hx_b = self.mx_proj.bias.split(self.mx_sizes)
-        shared = F.silu(F.linear(ema, shared_w, shared_b))  # Z  (eq. 7)
-        reset = F.silu(F.linear(ema, reset_w, reset_b))  # r  (eq. 12)
-        # eq. 8–9; the softmax scaling 1/√z is folded into Q's scale and offset
-        q_scale = self.scaling if self.function == "softmax" else 1.0
-        query = torch.addcmul(self.qk_beta[0] * q_scale, shared, self.qk_gamma[0] * q_scale)
-        key = torch.addcmul(self.qk_beta[1], shared, self.qk_gamma[1])
+        value_in = self.v_proj(x)  # before the activation of eq. 10  [B, L, v]
+        ema_in = self.ema.preactivation(x, mask, cache)  # before the EMA's SiLU (eq. 6)  [B, L, D]
+        # X' = Dropout(EMA(x)) and its four projections (φ, Z, r before their activations, X' W_h) in one
+        # function; the last block's bias also carries U_h's (eq. 14's two biases summed)
+        dim = self.dim
+        bias = torch.cat([self.mx_proj.bias[:-dim], self.mx_proj.bias[-dim:] + self.h_proj.bias])
+        gate_in, shared_in, reset_in, hidden_in = recomputed(
+            self.ema_output(x.dtype),
+            ema_in,
+            *dropout_draw(self.dropout, ema_in),
+            sizes=self.mx_sizes,
+            weight=self.mx_proj.weight,
+            bias=bias,
+        )
         if cache is None:
-            attended, weights = self.attend(query, key, value, mask, need_weights)  # [B, L, v]  (eq. 11)
+            attended, weights = self.attend(shared_in, value_in, mask, need_weights)  # [B, L, v]  (eq. 11)
         else:
+            query, key = self.query_key(F.silu(shared_in), self.qk_gamma, self.qk_beta)
+            value = self.activation(value_in)
             attended, weights = self.attend_cached(query, key, value, mask, cache, need_weights)
-        # eq. 14: act(X' W_h + b_h + U_h (O ⊙ r) + b_u) with the two biases summed into one addmm
-        hidden = F.linear(ema, hx_w, hx_b + self.h_proj.bias)
-        hidden = torch.addmm(hidden.flatten(0, 1), (attended * reset).flatten(0, 1), self.h_proj.weight.t())
-        out = self.dropout(self.activation(hidden.view_as(residual)))
-        gate = torch.sigmoid(F.linear(ema, gate_w, gate_b))  # φ  (eq. 13)
-        out = torch.addcmul(residual, gate, out - residual)  # eq. 15
+        # eq. 14: X' W_h + b_h + U_h (O ⊙ r) + b_u, r = SiLU(reset_in) (eq. 12)
+        hidden = recomputed(gated_output, attended, reset_in, weight=self.h_proj.weight, bias=hidden_in)
+        # eq. 13 and 15: y = x + φ ⊙ (Dropout(act(hidden)) − x), φ = σ(gate_in)
+        out = recomputed(self.mix(), residual, gate_in, hidden, *dropout_draw(self.dropout, hidden))
         out = out if self.prenorm else self.norm(out)
         return (out, weights) if need_weights else out
 
+    def ema_output(self, dtype: torch.dtype):
+        """The chain X' = Dropout(SiLU(ema_in)) in `dtype` (the EMA runs in at least float32)."""
+
+        def chain(ema_in: torch.Tensor, keep: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
+            return drop(F.silu(ema_in).to(dtype), keep, scale)
+
+        return chain
+
+    def mix(self):
+        """The chain y = x + σ(gate_in) ⊙ (Dropout(act(hidden)) − x) (eq. 13, 15)."""
+
+        def chain(x, gate_in, hidden, keep, scale: float = 1.0) -> torch.Tensor:
+            return torch.addcmul(x, torch.sigmoid(gate_in), drop(self.activation(hidden), keep, scale) - x)
+
+        return chain
+
+    def query_key(
+        self, shared: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q, K = Z ⊙ γ + β per row (eq. 8–9); the softmax scaling 1/√z is folded into Q's scale and offset."""
+        q_scale = self.scaling if self.function == "softmax" else 1.0
+        query = torch.addcmul(beta[0] * q_scale, shared, gamma[0] * q_scale)
+        return query, torch.addcmul(beta[1], shared, gamma[1])
+
     def attend(
         self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
+        shared_in: torch.Tensor,
+        value_in: torch.Tensor,
         mask: torch.Tensor | None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Block-diagonal attention over chunks; pads to a multiple of the chunk internally and unpads."""
-        batch, seq_len, _ = query.shape
-        chunk_len, key_mask, (query, key, value) = split_chunks(mask, self.chunk_size, query, key, value)
-        causal = causal_mask(chunk_len, query.device) if self.causal else None
+        """Block-diagonal attention over chunks of Q, K from Z = SiLU(shared_in) and V = act(value_in).
+
+        Pads to a multiple of the chunk internally and unpads. Q, K, V are recomputed in the backward.
+        """
+        batch, seq_len, _ = value_in.shape
+        chunk_len, key_mask = chunk_layout(mask, self.chunk_size, batch, seq_len, value_in.device)
+        causal = causal_mask(chunk_len, value_in.device) if self.causal else None
         bias = self.rel_pos(chunk_len)
-        out = RecomputedAttention.apply(  # [B, K, C, v]
-            query,
-            key,
-            self.hidden_dropout(value),
+        chunks = -(-seq_len // chunk_len)
+        value_shape = torch.Size((batch, chunks, chunk_len, self.vdim))
+        keep, scale = self.hidden_dropout.draw(value_shape, value_in.device) or (None, 1.0)
+
+        def prologue(shared_in, gamma, beta, value_in, keep):
+            query, key = self.query_key(F.silu(shared_in), gamma, beta)
+            query, key, value = pad_chunks(chunk_len, query, key, self.activation(value_in))
+            return query, key, drop(value, keep, scale)
+
+        inputs = (shared_in, self.qk_gamma, self.qk_beta, value_in, keep)
+        function = ProloguedAttention.plain if torch.compiler.is_compiling() else ProloguedAttention.apply
+        out = function(  # [B, K, C, v]
+            prologue,
             bias,
             key_mask,
             causal,
             self.function,
             self.attention_dropout if self.training else 0.0,
             chunk_len <= self.store_max_chunk,
+            *inputs,
         )
-        # the weights are not kept by the memory-saving path: recomputed only when asked for
-        weights = (
-            attention_weights(query, key, bias, key_mask, causal, self.function) if need_weights else None
-        )
+        weights = None
+        if need_weights:  # the weights are not kept by the memory-saving path: recomputed only when asked for
+            query, key, _ = prologue(*inputs)
+            weights = attention_weights(query, key, bias, key_mask, causal, self.function)
         return out.reshape(batch, -1, self.vdim)[:, :seq_len], weights  # [B, L, v], [B, K, C, C]
 
     def attend_cached(

@@ -119,10 +119,13 @@ class MultiHeadEMA(nn.Module):
 
         With a cache (a mega.cache.LayerCache), x continues the sequence from cache.ema_state, which is updated.
         """
+        return F.silu(self.preactivation(x, mask, cache)).to(x.dtype)
+
+    def preactivation(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache=None) -> torch.Tensor:
+        """y + ω ⊙ x before the output SiLU, [B, L, D] contiguous, in at least float32 (reference), also under
+        autocast; arguments as forward."""
         taps = self.kernel_length(x.size(1))
-        dtype = torch.promote_types(
-            x.dtype, torch.float32
-        )  # at least float32 (reference), also under autocast
+        dtype = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(x.device.type, enabled=False):
             x32 = x.to(dtype)
             signal = x32 if mask is None else x32 * mask.unsqueeze(-1)
@@ -130,7 +133,9 @@ class MultiHeadEMA(nn.Module):
                 y = self.convolve(signal, self.kernel(taps).to(dtype))
             else:
                 y, cache.ema_state = self.step(signal, cache.ema_state)
-            return F.silu(torch.addcmul(y, x32, self.omega.to(dtype))).to(x.dtype)  # SiLU(y + ω ⊙ x)
+            # ω ⊙ x first: the sum takes its [B, L, D] layout, not the convolution's transposed one (whose
+            # strided result every linear layer after it would copy and keep)
+            return torch.mul(x32, self.omega.to(dtype)).add_(y)
 
     def step(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The causal EMA continued from state h₀ [B, D, N] (None = zeros) over m new steps x [B, m, D].

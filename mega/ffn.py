@@ -8,6 +8,7 @@ from torch import nn
 from mega.activations import ACTIVATIONS
 from mega.config import MegaConfig
 from mega.dropout import Dropout
+from mega.fused import drop, dropout_draw, recomputed
 from mega.norms import build_norm
 
 
@@ -39,5 +40,22 @@ class NormalizedFeedForwardNetwork(nn.Module):
         residual = x
         if self.prenorm:
             x = self.norm(x)
-        x = self.dropout(self.fc2(self.hidden_dropout(self.activation(self.fc1(x))))) + residual
+        hidden_in = self.fc1(x)
+        # W₂'s input HiddenDropout(act(W₁ x̃)) is recomputed in the backward from W₁ x̃ and the bool mask
+        x = recomputed(
+            self.hidden(),
+            hidden_in,
+            *dropout_draw(self.hidden_dropout, hidden_in),
+            weight=self.fc2.weight,
+            bias=self.fc2.bias,
+        )
+        x = self.dropout(x) + residual
         return x if self.prenorm else self.norm(x)
+
+    def hidden(self):
+        """The chain HiddenDropout(act(hidden_in))."""
+
+        def chain(hidden_in: torch.Tensor, keep: torch.Tensor | None, scale: float) -> torch.Tensor:
+            return drop(self.activation(hidden_in), keep, scale)
+
+        return chain

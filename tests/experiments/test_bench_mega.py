@@ -1,10 +1,12 @@
 """`make bench` end to end at a tiny size: both implementations measured in their own processes, table written."""
 
 import json
+from collections import Counter
 
 import pytest
+import torch
 
-from experiments import bench_mega
+from experiments import bench_mega, matmul_floor
 from experiments.harness import Job, measure
 from experiments.publish import machine_info, write_section
 
@@ -33,12 +35,34 @@ def test_one_configuration_is_measured_and_reported():
     }
     row = {"length": 64, "attention": "chunk"}
     for role, name in (("candidate", "ours"), ("hf", "hf")):
-        row[role] = measure(Job(bench_mega.IMPLEMENTATIONS[name], options, repeats=1))
+        job_options = {**options, "floor_repeats": 1} if role == "candidate" else options
+        row[role] = measure(Job(bench_mega.IMPLEMENTATIONS[name], job_options, repeats=1))
         assert len(row[role]["times_s"]) == 1 and row[role]["median_s"] > 0 and row[role]["peak_mib"] >= 0
+    assert 0 < row["candidate"]["matmul_floor_s"] and "matmul_floor_s" not in row["hf"]
     # same architecture: ours adds only the final ScaleNorm's scalar gain that the HF port lacks
     assert row["candidate"]["params"] - row["hf"]["params"] in (0, 1)
     text = bench_mega.report([row], args, machine_info("cpu"), "python -m experiments.bench_mega")
-    assert "| 64 | chunk 32 |" in text and "speed-up (HF/ours)" in text
+    assert "| 64 | chunk 32 |" in text and "speed-up (HF/ours)" in text and "ours / floor" in text
+
+
+def test_matmul_floor_records_forward_and_backward_products():
+    weight = torch.randn(5, 3, requires_grad=True)
+    x = torch.randn(4, 3, requires_grad=True)
+    scores = torch.randn(2, 4, 6, requires_grad=True)
+
+    def step() -> None:
+        (
+            torch.nn.functional.linear(x, weight).sum() + torch.bmm(scores, scores.transpose(1, 2)).sum()
+        ).backward()
+
+    calls = matmul_floor.record_matmuls(step)
+    ops = Counter()
+    for (func, _, _), count in calls.items():
+        ops[func.overloadpacket] += count
+    # forward: one mm (linear without bias) and one bmm; backward: two mm (x, W) and two bmm (both operands)
+    assert ops == {torch.ops.aten.mm: 3, torch.ops.aten.bmm: 3}
+    assert matmul_floor.replay_seconds(calls, repeats=2) > 0
+    assert matmul_floor.replay_seconds(Counter(), repeats=1) == 0
 
 
 @pytest.mark.slow

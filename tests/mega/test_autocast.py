@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 import mega
-from mega.attention import RecomputedAttention, attention_weights, drop_weights
+from mega.attention import ProloguedAttention, RecomputedAttention, attention_weights, drop_weights
 from mega.cache import DecoderCache
 from mega.dropout import MaskedScale
 from mega.ema import CircularConvolution
+from mega.fused import RecomputedChain, drop
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # the custom path's relative error may exceed the plain version's by this factor (rounding order differs). Measured
@@ -54,6 +55,8 @@ PLAIN_TWINS: dict[type[torch.autograd.Function], Callable] = {
     RecomputedAttention: plain_attention,
     CircularConvolution: plain_convolution,
     MaskedScale: plain_masked_scale,
+    RecomputedChain: RecomputedChain.plain,
+    ProloguedAttention: ProloguedAttention.plain,
 }
 
 
@@ -117,6 +120,49 @@ def masked_scale_inputs():
     return [x], (x, torch.rand(4, 9, generator=generator) > 0.3, 1 / 0.7)
 
 
+def silu_dropout(h, keep, scale):
+    return drop(F.silu(h), keep, scale)
+
+
+def mix(x, gate_in, hidden, keep, scale):
+    return torch.addcmul(x, torch.sigmoid(gate_in), silu_dropout(hidden, keep, scale) - x)
+
+
+def chain_inputs(kind: str):
+    """The layers' uses of RecomputedChain: the residual mix, a linear fed by a chain, a tensor bias."""
+    generator = torch.Generator().manual_seed(0)
+    x, a, b = (torch.randn(3, 40, 16, generator=generator).requires_grad_() for _ in range(3))
+    keep = torch.rand(3, 40, 16, generator=generator) > 0.1
+    if kind == "mix":
+        return [x, a, b], (mix, None, None, None, x, a, b, keep, 1 / 0.9)
+    weight = torch.randn(24, 16, generator=generator).requires_grad_()
+    if kind == "linear":
+        bias = torch.randn(24, generator=generator).requires_grad_()
+        return [x, weight, bias], (silu_dropout, None, weight, bias, x, keep, 1 / 0.9)
+    bias = torch.randn(3, 40, 24, generator=generator).requires_grad_()
+    return [x, a, weight, bias], (lambda o, r: o * F.silu(r), None, weight, bias, x, a)
+
+
+def attention_prologue(shared_in, gamma, beta, value_in, keep):
+    shared = F.silu(shared_in)
+    query, key = torch.addcmul(beta[0], shared, gamma[0]), torch.addcmul(beta[1], shared, gamma[1])
+    return query, key, drop(F.silu(value_in), keep, 1 / 0.9)
+
+
+def prologue_inputs(function: str, dropout: float, store: bool):
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(2, 3, 64, 8), (2, 8), (2, 8), (2, 3, 64, 6), (64, 64)]
+    shared_in, gamma, beta, value_in, bias = (
+        torch.randn(s, generator=generator).requires_grad_() for s in shapes
+    )
+    keep = torch.rand(2, 3, 64, 6, generator=generator) > 0.1
+    key_mask = torch.ones(2, 3, 64, dtype=torch.bool)
+    key_mask[1, 2, 40:] = False
+    inputs = (shared_in, gamma, beta, value_in, keep)
+    arguments = (attention_prologue, bias, key_mask, None, function, dropout, store, *inputs)
+    return [shared_in, gamma, beta, value_in, bias], arguments
+
+
 # name -> (function, inputs()): inputs() returns (leaves to differentiate, arguments of Function.apply)
 FUNCTION_CASES = {
     **{
@@ -132,6 +178,22 @@ FUNCTION_CASES = {
     },
     "circular-convolution": (CircularConvolution, convolution_inputs),
     "masked-scale": (MaskedScale, masked_scale_inputs),
+    **{
+        f"chain-{kind}": (RecomputedChain, lambda kind=kind: chain_inputs(kind))
+        for kind in ("mix", "linear", "bias")
+    },
+    **{
+        f"prologued-attention-{f}-p{p}-{'store' if s else 'recompute'}": (
+            ProloguedAttention,
+            lambda f=f, p=p, s=s: prologue_inputs(f, p, s),
+        )
+        for f, p, s in (
+            ("softmax", 0.0, False),
+            ("softmax", 0.2, False),
+            ("softmax", 0.2, True),
+            ("laplace", 0.2, False),
+        )
+    },
 }
 
 
