@@ -51,12 +51,13 @@ def test_ddp_multirun_with_a_failing_job(tmp_path):
     assert done.returncode == 1
     assert "Error executing job with overrides" in log and "normalization_type=bogus" in log
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
-    (results_file,) = tmp_path.glob("outputs/lra_listops_demo/multiruns/*/*/results.json")
+    (results_file,) = tmp_path.glob("outputs/debug/lra_listops_demo/multiruns/*/*/results.json")
     assert results_file.parent.name == "1"
     results = json.loads(results_file.read_text())
     assert results["steps"] == 3 and "model.normalization_type=batchnorm" in results["overrides"]
     assert len(list((results_file.parent / "wandb").glob("offline-run-*"))) == 1
-    assert len(list(tmp_path.glob("outputs/lra_listops_demo/multiruns/*"))) == 1  # no sweep started by a rank
+    sweeps = list(tmp_path.glob("outputs/debug/lra_listops_demo/multiruns/*"))
+    assert len(sweeps) == 1  # no sweep started by a rank
 
 
 @pytest.mark.slow
@@ -71,7 +72,7 @@ def test_optuna_search_goes_on_after_failed_trials(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stdout + done.stderr
     assert "This trial failed; it scores failed_trial_value=0.0" in log
-    (study,) = tmp_path.glob("outputs/lra_listops_demo/multiruns/*/optimization_results.yaml")
+    (study,) = tmp_path.glob("outputs/debug/lra_listops_demo/multiruns/*/optimization_results.yaml")
     assert "optimizer.lr: 0.004" in study.read_text()
-    finished = list(tmp_path.glob("outputs/lra_listops_demo/multiruns/*/*/results.json"))
+    finished = list(tmp_path.glob("outputs/debug/lra_listops_demo/multiruns/*/*/results.json"))
     assert 1 <= len(finished) < 4  # the failed trials wrote no results
